@@ -1,0 +1,81 @@
+/*
+ * On-disk format of the event log (docs/log-format.md is the prose version). A worker writes to
+ * its own slot directory <data_dir>/w<NNN>/; each holds segments named <SEQ:020>.seg, which sort
+ * in write order. All integers are little-endian.
+ *
+ * Segment header, 40 bytes:
+ *   0  magic "TRKDLOG\0"   8  u32 version (1)   12 u32 slot
+ *   16 u64 sequence        24 u64 created_ms    32 u32 reserved (0)   36 u32 crc32c(bytes 0..35)
+ * Record, 20-byte header + payload:
+ *   0  u32 payload length  4  u32 crc32c of (bytes 0..3, then bytes 8 .. end of payload)
+ *   8  u64 receive time ms 16 u8 endpoint (segment_endpoint_t)   17 u8[3] reserved (0)
+ *   20 payload: the stored event as compact JSON (UTF-8, no newline)
+ */
+#ifndef TRACKD_SEGMENT_H
+#define TRACKD_SEGMENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define SEGMENT_MAGIC "TRKDLOG"
+#define SEGMENT_VERSION 1
+#define SEGMENT_HEADER_SIZE 40
+#define SEGMENT_RECORD_HEADER_SIZE 20
+/** Largest payload a record may hold; a larger length field is damage. */
+#define SEGMENT_MAX_PAYLOAD (16u * 1024 * 1024)
+
+/** Which API endpoint a record came in on. */
+typedef enum {
+    SEGMENT_EP_TRACK = 1,
+    SEGMENT_EP_ENGAGE = 2,
+    SEGMENT_EP_GROUPS = 3,
+    SEGMENT_EP_IMPORT = 4,
+} segment_endpoint_t;
+
+/** Decoded segment header. */
+typedef struct {
+    uint32_t version;
+    uint32_t slot;
+    uint64_t seq;
+    uint64_t created_ms;
+} segment_header_t;
+
+/** A record as read back; `payload` points into the caller's buffer. */
+typedef struct {
+    uint64_t offset; /* byte offset of the record header in its segment */
+    uint32_t len;
+    uint64_t time_ms;
+    uint8_t endpoint;
+    const char *payload;
+} segment_record_t;
+
+/** CRC32C (Castagnoli), continuing from `crc` (start with 0). */
+uint32_t segment_crc32c(uint32_t crc, const void *buf, size_t len);
+
+/** Encode a segment header into `out` (SEGMENT_HEADER_SIZE bytes). */
+void segment_header_encode(uint8_t *out, const segment_header_t *h);
+
+/** Decode and check a header. Returns 0 or -EINVAL (bad magic, version or crc). */
+int segment_header_decode(const uint8_t *in, size_t len, segment_header_t *h);
+
+/** Encode a record header for `payload` into `out` (SEGMENT_RECORD_HEADER_SIZE bytes). */
+void segment_record_encode(uint8_t *out, const void *payload, uint32_t len, uint64_t time_ms,
+                           uint8_t endpoint);
+
+/**
+ * Decode the record at `buf[off..len)`. Returns 1 and fills `rec` for a whole valid record,
+ * 0 if the bytes end before the record does (a torn tail), or -EBADMSG if the record is damaged
+ * (bad crc, impossible length, bad endpoint).
+ */
+int segment_record_decode(const uint8_t *buf, size_t len, uint64_t off, segment_record_t *rec);
+
+/** Format the file name of segment `seq` ("00000000000000000042.seg") into `out`. */
+void segment_name(char *out, size_t outlen, uint64_t seq);
+
+/** Parse a segment file name; returns 0 and the sequence, or -EINVAL if it is not one. */
+int segment_parse_name(const char *name, uint64_t *seq);
+
+/** Name of the endpoint ("track", ...) or "unknown". */
+const char *segment_endpoint_name(uint8_t endpoint);
+
+#endif
