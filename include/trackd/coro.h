@@ -16,7 +16,13 @@ typedef struct coro_pool_s coro_pool_t;
 /** Body of a coroutine. When it returns the coroutine is finished; its deferred calls run. */
 typedef void (*coro_fn)(coro_t *co, void *arg);
 
-/** Create a pool of stacks of `stack_size` bytes (rounded up to pages), keeping up to `max_free` idle. */
+/** Stack size the server gives each request handler; only pages a handler touches use memory. */
+#define CORO_STACK_SIZE_DEFAULT ((size_t)256 * 1024)
+
+/**
+ * Create a pool of stacks of `stack_size` bytes (rounded up to pages, at least 16 KiB), keeping up
+ * to `max_free` idle. NULL if out of memory.
+ */
 coro_pool_t *coro_pool_new(size_t stack_size, size_t max_free);
 
 /** Free the pool and its idle stacks. Every coroutine from it must have finished. */
