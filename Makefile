@@ -125,4 +125,10 @@ check-format:
 clean:
 	rm -rf build bin
 
+# LD_PRELOAD fault injection (fsync EIO, ENOSPC, syscall trace) used by tests/unit/test_log.c.
+build/fault_shim.so: tests/fault/fault_shim.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -O2 -g -Wall -Wextra -shared -fPIC -o $@ $< -ldl
+$(BUILD)/unit-tests: | build/fault_shim.so
+
 -include $(wildcard $(BUILD)/*.d $(BUILD)/tests/*.d)

@@ -15,6 +15,14 @@
 
 #include "trackd/config.h"
 
+/**
+ * Exit status of a worker whose log can neither write nor recover (an fdatasync failed and no
+ * fresh segment could be opened in several tries, one a second): the log calls exit() with it
+ * from the loop thread, after the pending callbacks ran with -EIO, so the master restarts the
+ * worker and start-up recovery runs (sysexits' EX_IOERR).
+ */
+#define LOG_EXIT_FATAL 74
+
 typedef struct log_s log_t;
 typedef struct log_append_s log_append_t;
 
@@ -54,9 +62,9 @@ typedef struct {
 /** Writer counters for /metrics and tests (a snapshot). */
 typedef struct {
     uint64_t records_appended, bytes_appended, batches, fsyncs, fsync_errors, write_errors;
-    uint64_t fsync_ns_total, fsync_ns_max;
-    size_t queue_bytes, queue_records;
-    uint64_t segments, segment_bytes;
+    uint64_t fsync_ns_total, fsync_ns_max; /* fsyncs: fdatasyncs covering records (not headers) */
+    size_t queue_bytes, queue_records;     /* appended, callback not yet run */
+    uint64_t segments, segment_bytes;      /* segment files in the slot and their total size */
     int slot;
     int writable; /* 0 while the writer is in a failed state (503) */
 } log_stats_t;
@@ -73,8 +81,10 @@ int log_open(log_t **logp, uv_loop_t *loop, const log_config_t *cfg);
 
 /**
  * Queue `n` records for appending, all or none. Returns 0 and later calls cb exactly once, or
- * fails at once without calling cb: -ENOBUFS when the queue is full, -EIO while the writer is in
- * a failed state, -ESHUTDOWN after log_close began. The payloads are copied.
+ * fails at once without calling cb: -ENOBUFS when the queue is full, the writer's error while it
+ * is in a failed state (-EIO after an fdatasync failure, -ENOSPC or another write error until a
+ * retry succeeds), -ESHUTDOWN after log_close began, -EINVAL for n == 0, -EMSGSIZE for a payload
+ * over SEGMENT_MAX_PAYLOAD, -ENOMEM. The payloads are copied.
  */
 int log_append(log_t *log, log_append_t *req, const log_record_t *recs, size_t n, log_append_cb cb);
 

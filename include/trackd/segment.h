@@ -21,6 +21,8 @@
 #define SEGMENT_VERSION 1
 #define SEGMENT_HEADER_SIZE 40
 #define SEGMENT_RECORD_HEADER_SIZE 20
+/** Bytes needed for a segment file name, with its NUL ("<20 digits>.seg"). */
+#define SEGMENT_NAME_SIZE 25
 /** Largest payload a record may hold; a larger length field is damage. */
 #define SEGMENT_MAX_PAYLOAD (16u * 1024 * 1024)
 
@@ -77,5 +79,46 @@ int segment_parse_name(const char *name, uint64_t *seq);
 
 /** Name of the endpoint ("track", ...) or "unknown". */
 const char *segment_endpoint_name(uint8_t endpoint);
+
+/** How a scanned segment ends. */
+typedef enum {
+    SEGMENT_TAIL_CLEAN = 0,   /* the last valid record ends exactly at the end of the file */
+    SEGMENT_TAIL_TORN = 1,    /* the file ends inside a header or record (an interrupted append) */
+    SEGMENT_TAIL_DAMAGED = 2, /* a header or record fails its checks (crc, length, endpoint) */
+} segment_tail_t;
+
+/** What segment_scan_fd() found in one segment file. */
+typedef struct {
+    segment_header_t header; /* valid only if header_ok */
+    int header_ok;           /* 0: header torn (file < SEGMENT_HEADER_SIZE) or damaged */
+    uint64_t records;        /* whole valid records, from the header up to `end` */
+    uint64_t end;            /* offset just past the last valid record (SEGMENT_HEADER_SIZE if
+                                none; 0 if the header is not ok) */
+    uint64_t file_size;      /* size of the file when the scan started */
+    segment_tail_t tail;     /* CLEAN, or why the bytes from `bad_offset` on are not records */
+    uint64_t bad_offset;     /* == end when tail != CLEAN (0 for a bad header) */
+    uint64_t after_bad;      /* whole valid records found after a damaged one by following its
+                                length field: non-zero means damage in the middle, not a tail */
+    uint64_t first_time_ms;  /* receive time of the first and last valid record (0 if none) */
+    uint64_t last_time_ms;
+} segment_scan_t;
+
+/**
+ * Read the segment open on `fd` from offset 0 with pread (the file offset is not used or
+ * changed), check its header and every record in order, and call `cb` (if not NULL) for each
+ * valid record; `rec->payload` is valid only during the call. Scanning stops at the first
+ * record that is torn or damaged; `out` says where and why. A non-zero return from `cb` stops
+ * the scan and is returned. Returns 0 (also for a torn or damaged file: see out->tail), a
+ * non-zero value from cb, or a negative errno for an I/O error or -ENOMEM.
+ */
+int segment_scan_fd(int fd, int (*cb)(const segment_record_t *rec, void *arg), void *arg,
+                    segment_scan_t *out);
+
+/** segment_scan_fd() on the file at `path`, opened read-only. -errno if it cannot be opened. */
+int segment_scan_path(const char *path, int (*cb)(const segment_record_t *rec, void *arg),
+                      void *arg, segment_scan_t *out);
+
+/** Name of a tail state ("clean", "torn", "damaged"). */
+const char *segment_tail_name(segment_tail_t tail);
 
 #endif

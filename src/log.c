@@ -1,0 +1,787 @@
+/*
+ * The event log writer (log.h, docs/log-format.md). The loop thread only copies records into a
+ * queue bounded in bytes; one writer thread per log does all disk work: it takes everything
+ * queued since its last batch, writes it with one pwritev per IOV_MAX appends at the end of the
+ * current segment, and in fsync mode makes it durable with one fdatasync (group commit: what
+ * arrives during an fsync goes into the next one). Finished appends go back to the loop through
+ * a uv_async_t, whose callback runs them in append order.
+ *
+ * Failures follow what PostgreSQL and Redis learned about fsync: after a failed fdatasync the
+ * kernel may have dropped the dirty pages, so the segment is abandoned (never written or synced
+ * again through that descriptor), its unacknowledged tail is cut off and re-verified through a
+ * fresh descriptor, and a new segment is started; if that keeps failing, the process exits and
+ * start-up recovery takes over. A failed or short write is cut off with ftruncate and retried
+ * with a probe write once a second, so a full disk heals by itself. Taking a slot and start-up
+ * recovery, which run inside log_open, are in logrecover.c.
+ */
+#include "trackd/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "trackd/msg.h"
+#include "trackd/segment.h"
+
+#include "log_internal.h"
+
+#define LOG_RETRY_MS 1000      /* between retries of a failed writer */
+#define LOG_RECOVER_ATTEMPTS 5 /* after an fsync failure; then the process exits */
+#define LOG_TICK_MS 1000       /* the writer wakes at least this often (age roll, retention) */
+#define LOG_PROBE_BYTES 4096   /* written (then cut off) to learn that space is back */
+#define LOG_IOV_MAX 1024       /* POSIX guarantees IOV_MAX >= 16; Linux has 1024 */
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t log__real_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void put_le(uint8_t *p, uint64_t v, int n)
+{
+    for (int i = 0; i < n; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t get_le(const uint8_t *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = n - 1; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+void log_config_from(log_config_t *lc, const config_t *cfg, int slot)
+{
+    memset(lc, 0, sizeof(*lc));
+    lc->data_dir = cfg->data_dir;
+    lc->slot = slot;
+    lc->durability = cfg->durability;
+    lc->segment_max_bytes = cfg->segment_max_bytes;
+    lc->segment_max_age_ms = cfg->segment_max_age_s * 1000;
+    lc->retention_max_bytes = cfg->retention_max_bytes;
+    lc->retention_max_age_ms = cfg->retention_max_age_s * 1000;
+    lc->queue_max_bytes = cfg->queue_max_bytes;
+    lc->flush_interval_ms = cfg->flush_interval_ms;
+}
+
+/* ---- Segment files (writer thread, or log_open before it starts) ---- */
+
+int log__segs_add(log_writer_t *w, uint64_t seq, uint64_t size, uint64_t created_ms)
+{
+    if (w->nsegs == w->segs_cap) {
+        size_t cap = w->segs_cap ? w->segs_cap * 2 : 16;
+        log_seg_t *n = realloc(w->segs, cap * sizeof(*n));
+        if (n == NULL)
+            return -ENOMEM;
+        w->segs = n;
+        w->segs_cap = cap;
+    }
+    w->segs[w->nsegs++] = (log_seg_t){seq, size, created_ms};
+    return 0;
+}
+
+static void segs_set_size(log_writer_t *w, uint64_t seq, uint64_t size)
+{
+    for (size_t i = w->nsegs; i-- > 0;)
+        if (w->segs[i].seq == seq) {
+            w->segs[i].size = size;
+            return;
+        }
+}
+
+/*
+ * Create segment w->seq + 1 and make it the current one. Its header is written and fsynced, and
+ * the directory fsynced, before this returns, so no record is ever acknowledged in a segment
+ * that could vanish or lose its header in a crash.
+ */
+int log__seg_create(log_t *log)
+{
+    log_writer_t *w = &log->w;
+    char name[SEGMENT_NAME_SIZE];
+    uint8_t hdr[SEGMENT_HEADER_SIZE];
+    uint64_t seq = w->seq + 1;
+    segment_header_t h = {SEGMENT_VERSION, (uint32_t)log->slot, seq, log__real_ms()};
+    int r = 0;
+
+    segment_name(name, sizeof(name), seq);
+    int fd = openat(log->dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, LOG_FILE_MODE);
+    if (fd < 0) {
+        r = -errno;
+        msg_error("log: cannot create %s/%s: %s", log->dir, name, strerror(-r));
+        return r;
+    }
+    segment_header_encode(hdr, &h);
+    ssize_t n = pwrite(fd, hdr, sizeof(hdr), 0);
+    if (n != (ssize_t)sizeof(hdr))
+        r = n < 0 ? -errno : -ENOSPC;
+    else if (fsync(fd) < 0 || fsync(log->dirfd) < 0)
+        r = -errno;
+    if (r == 0)
+        r = log__segs_add(w, seq, sizeof(hdr), h.created_ms);
+    if (r < 0) {
+        msg_error("log: cannot start segment %s/%s: %s", log->dir, name, strerror(-r));
+        close(fd);
+        unlinkat(log->dirfd, name, 0);
+        return r;
+    }
+    w->fd = fd;
+    w->seq = seq;
+    w->size = w->synced = sizeof(hdr);
+    w->created_ms = h.created_ms;
+    w->st.segments = w->nsegs;
+    return 0;
+}
+
+static void enter_fail(log_t *log, int kind, int err)
+{
+    log_writer_t *w = &log->w;
+    w->fail_kind = kind;
+    w->fail_err = err;
+    w->retry_at = mono_ms() + LOG_RETRY_MS;
+}
+
+/*
+ * fdatasync the current segment. On failure the segment is abandoned: the descriptor is closed
+ * without another fsync (a second fsync may report success for pages the kernel already
+ * dropped), and recovery later cuts the segment back to what was acknowledged.
+ */
+static int seg_sync(log_t *log)
+{
+    log_writer_t *w = &log->w;
+    uint64_t t0 = mono_ns();
+    int r = fdatasync(w->fd) < 0 ? -errno : 0;
+    uint64_t dt = mono_ns() - t0;
+    w->st.fsyncs++;
+    w->st.fsync_ns_total += dt;
+    if (dt > w->st.fsync_ns_max)
+        w->st.fsync_ns_max = dt;
+    if (r == 0) {
+        w->synced = w->size;
+        return 0;
+    }
+    char name[SEGMENT_NAME_SIZE];
+    segment_name(name, sizeof(name), w->seq);
+    msg_error("log: fdatasync of %s/%s failed: %s; abandoning the segment", log->dir, name,
+              strerror(-r));
+    w->st.fsync_errors++;
+    w->broken_seq = w->seq;
+    /* In fsync mode nothing past `synced` was acknowledged; in the others all written was. */
+    w->broken_end = log->cfg.durability == CONFIG_DURABILITY_FSYNC ? w->synced : w->size;
+    w->broken_verified = 0;
+    w->attempts = 0;
+    close(w->fd);
+    w->fd = -1;
+    enter_fail(log, FAIL_FSYNC, -EIO);
+    return -EIO;
+}
+
+static void writer_retention(log_t *log);
+
+/* Close the current segment (durable in every mode), start the next, apply retention. */
+static int seg_roll(log_t *log)
+{
+    log_writer_t *w = &log->w;
+    if (w->fd >= 0) {
+        if (w->size > w->synced) {
+            int r = seg_sync(log);
+            if (r)
+                return r;
+        }
+        close(w->fd);
+        w->fd = -1;
+        segs_set_size(w, w->seq, w->size);
+    }
+    int r = log__seg_create(log);
+    if (r)
+        enter_fail(log, FAIL_NOSEG, r);
+    else
+        writer_retention(log);
+    return r;
+}
+
+/* A write failed: cut off whatever part of it landed, so no partial record stays on disk. */
+static void write_failed(log_t *log, int err)
+{
+    log_writer_t *w = &log->w;
+    w->st.write_errors++;
+    msg_error("log: write to segment %" PRIu64 " in %s failed: %s", w->seq, log->dir,
+              strerror(-err));
+    w->need_truncate = ftruncate(w->fd, (off_t)w->size) < 0;
+    enter_fail(log, FAIL_WRITE, err);
+}
+
+/* Fill in the record crcs of an entry (the loop thread left them zero). */
+static void entry_encode(log_entry_t *e)
+{
+    uint8_t *p = e->data;
+    for (size_t i = 0; i < e->n; i++) {
+        uint32_t len = (uint32_t)get_le(p, 4);
+        segment_record_encode(p, p + SEGMENT_RECORD_HEADER_SIZE, len, get_le(p + 8, 8), p[16]);
+        p += SEGMENT_RECORD_HEADER_SIZE + len;
+    }
+}
+
+static int seg_too_old(const log_t *log)
+{
+    const log_writer_t *w = &log->w;
+    return log->cfg.segment_max_age_ms && w->size > SEGMENT_HEADER_SIZE &&
+           log__real_ms() - w->created_ms >= log->cfg.segment_max_age_ms;
+}
+
+static void writer_publish(log_t *log, log_entry_t *batch, int exited);
+
+/*
+ * Write one batch and set each entry's status. Entries are written in order, so the written
+ * ones and the durable ones are both prefixes of the batch: an entry is acknowledged with 0
+ * only if it is inside the prefix the mode promises (durable for fsync, written otherwise).
+ * Without fsync, each written group goes back to the loop at once, so the loop can free and
+ * refill the queue while the rest is written. Returns the entries still to be published.
+ */
+static log_entry_t *write_batch(log_t *log, log_entry_t *batch)
+{
+    log_writer_t *w = &log->w;
+    struct iovec iov[LOG_IOV_MAX];
+    log_entry_t *e = batch, *written_end = batch, *synced_end = batch;
+    int err = 0;
+
+    while (e) {
+        if (w->fd < 0) {
+            err = log__seg_create(log);
+            if (err) {
+                enter_fail(log, FAIL_NOSEG, err);
+                break;
+            }
+        }
+        if (w->size > SEGMENT_HEADER_SIZE &&
+            (w->size + e->bytes > log->cfg.segment_max_bytes || seg_too_old(log))) {
+            /* Sync first, so what is durable counts as such even if the new segment fails. */
+            if (w->size > w->synced && (err = seg_sync(log)) != 0)
+                break;
+            synced_end = e;
+            err = seg_roll(log);
+            if (err)
+                break;
+        }
+        /* One group: as many appends as fit in the segment (at least one) and in one pwritev. */
+        size_t cnt = 0;
+        uint64_t total = 0;
+        log_entry_t *g = e, *glast = e;
+        while (g && cnt < LOG_IOV_MAX &&
+               (cnt == 0 || w->size + total + g->bytes <= log->cfg.segment_max_bytes)) {
+            entry_encode(g);
+            iov[cnt].iov_base = g->data;
+            iov[cnt].iov_len = g->bytes;
+            total += g->bytes;
+            w->st.records_appended += g->n;
+            cnt++;
+            glast = g;
+            g = g->next;
+        }
+        ssize_t n = pwritev(w->fd, iov, (int)cnt, (off_t)w->size);
+        if (n < 0 || (uint64_t)n != total) {
+            /* A short write to a regular file means the disk or a file size limit is full. */
+            err = n < 0 ? -errno : -ENOSPC;
+            for (log_entry_t *x = e; x != g; x = x->next)
+                w->st.records_appended -= x->n;
+            write_failed(log, err);
+            break;
+        }
+        w->size += total;
+        w->st.bytes_appended += total;
+        e = written_end = g;
+        if (g && log->cfg.durability != CONFIG_DURABILITY_FSYNC) {
+            glast->next = NULL;
+            for (log_entry_t *x = batch; x; x = x->next)
+                x->status = 0;
+            writer_publish(log, batch, 0);
+            batch = synced_end = g;
+        }
+    }
+    if (err == 0 && log->cfg.durability == CONFIG_DURABILITY_FSYNC && w->size > w->synced) {
+        err = seg_sync(log);
+        if (err == 0)
+            synced_end = NULL;
+    }
+    if (err == 0)
+        synced_end = written_end = NULL;
+    if (w->fd >= 0)
+        segs_set_size(w, w->seq, w->size);
+    log_entry_t *ok_end = log->cfg.durability == CONFIG_DURABILITY_FSYNC ? synced_end : written_end;
+    log_entry_t *x = batch;
+    for (; x != ok_end; x = x->next)
+        x->status = 0;
+    for (; x; x = x->next)
+        x->status = err;
+    w->st.batches++;
+    return batch;
+}
+
+/*
+ * After an fsync failure: through a fresh descriptor, cut the abandoned segment back to what was
+ * acknowledged, make that durable and read it back whole. Only then may a new segment start.
+ */
+static int verify_broken(log_t *log)
+{
+    log_writer_t *w = &log->w;
+    char name[SEGMENT_NAME_SIZE];
+    segment_scan_t sc;
+    segment_name(name, sizeof(name), w->broken_seq);
+    int fd = openat(log->dirfd, name, O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int r = 0;
+    if (ftruncate(fd, (off_t)w->broken_end) < 0 || fsync(fd) < 0)
+        r = -errno;
+    if (r == 0)
+        r = segment_scan_fd(fd, NULL, NULL, &sc);
+    close(fd);
+    if (r == 0 && (!sc.header_ok || sc.tail != SEGMENT_TAIL_CLEAN || sc.end != w->broken_end)) {
+        msg_error("log: %s/%s does not read back whole after an fsync failure (%s at %" PRIu64 ")",
+                  log->dir, name, segment_tail_name(sc.tail), sc.bad_offset);
+        r = -EIO;
+    }
+    if (r == 0)
+        segs_set_size(w, w->broken_seq, w->broken_end);
+    return r;
+}
+
+/* Try to leave the failed state; called once per LOG_RETRY_MS while failed. */
+static void writer_recover(log_t *log)
+{
+    log_writer_t *w = &log->w;
+    static const uint8_t zeros[LOG_PROBE_BYTES];
+    int ok = 0;
+
+    switch (w->fail_kind) {
+    case FAIL_WRITE:
+        if (w->need_truncate && ftruncate(w->fd, (off_t)w->size) < 0)
+            break;
+        w->need_truncate = 0;
+        ssize_t n = pwrite(w->fd, zeros, sizeof(zeros), (off_t)w->size);
+        if (n != 0)
+            w->need_truncate = ftruncate(w->fd, (off_t)w->size) < 0;
+        ok = n == (ssize_t)sizeof(zeros) && !w->need_truncate;
+        break;
+    case FAIL_NOSEG:
+        ok = log__seg_create(log) == 0;
+        break;
+    case FAIL_FSYNC:
+        if (!w->broken_verified)
+            w->broken_verified = verify_broken(log) == 0;
+        ok = w->broken_verified && log__seg_create(log) == 0;
+        if (!ok && ++w->attempts >= LOG_RECOVER_ATTEMPTS) {
+            msg_error("log: cannot recover %s after an fsync failure in %d attempts", log->dir,
+                      w->attempts);
+            w->fatal = 1;
+        }
+        break;
+    }
+    if (ok) {
+        msg_info("log: %s is writable again (segment %" PRIu64 ")", log->dir, w->seq);
+        w->fail_kind = FAIL_NONE;
+        w->fail_err = 0;
+    } else {
+        w->retry_at = mono_ms() + LOG_RETRY_MS;
+    }
+}
+
+/*
+ * Retention (off unless configured): delete the oldest closed segments while the slot is over
+ * its size limit, or while a segment's data is older than the age limit (all of segment i was
+ * written before segment i+1 was created). The current segment is never deleted.
+ */
+static void writer_retention(log_t *log)
+{
+    log_writer_t *w = &log->w;
+    uint64_t total = 0, now = log__real_ms();
+    size_t removed = 0;
+    if (!log->cfg.retention_max_bytes && !log->cfg.retention_max_age_ms)
+        return;
+    for (size_t i = 0; i < w->nsegs; i++)
+        total += w->segs[i].size;
+    while (w->nsegs > 1 && !(w->fd >= 0 && w->segs[0].seq == w->seq)) {
+        int over_size = log->cfg.retention_max_bytes && total > log->cfg.retention_max_bytes;
+        int over_age = log->cfg.retention_max_age_ms &&
+                       now > w->segs[1].created_ms + log->cfg.retention_max_age_ms;
+        if (!over_size && !over_age)
+            break;
+        char name[SEGMENT_NAME_SIZE];
+        segment_name(name, sizeof(name), w->segs[0].seq);
+        if (unlinkat(log->dirfd, name, 0) < 0 && errno != ENOENT) {
+            msg_warn("log: retention cannot remove %s/%s: %s", log->dir, name, strerror(errno));
+            break;
+        }
+        msg_info("log: retention removed %s/%s (%" PRIu64 " bytes, %s limit)", log->dir, name,
+                 w->segs[0].size, over_size ? "size" : "age");
+        total -= w->segs[0].size;
+        memmove(w->segs, w->segs + 1, (w->nsegs - 1) * sizeof(*w->segs));
+        w->nsegs--;
+        removed++;
+    }
+    if (removed && fsync(log->dirfd) < 0)
+        msg_warn("log: fsync of %s failed: %s", log->dir, strerror(errno));
+}
+
+/* Hand finished entries and fresh counters to the loop thread. */
+static void writer_publish(log_t *log, log_entry_t *batch, int exited)
+{
+    log_writer_t *w = &log->w;
+    w->st.segments = w->nsegs;
+    w->st.segment_bytes = 0;
+    for (size_t i = 0; i < w->nsegs; i++)
+        w->st.segment_bytes += w->segs[i].size;
+    pthread_mutex_lock(&log->mu);
+    if (batch) {
+        *log->done_tail = batch;
+        while (batch->next)
+            batch = batch->next;
+        log->done_tail = &batch->next;
+    }
+    log->st = w->st;
+    log->st.writable = w->fail_kind == FAIL_NONE;
+    atomic_store(&log->fail_err, w->fail_err);
+    log->fatal = w->fatal;
+    log->exited = exited;
+    pthread_mutex_unlock(&log->mu);
+    if (batch || exited || w->fatal)
+        uv_async_send(&log->async);
+}
+
+static void cond_wait_until(log_t *log, uint64_t deadline_ms)
+{
+    struct timespec ts = {(time_t)(deadline_ms / 1000), (long)(deadline_ms % 1000) * 1000000};
+    pthread_cond_timedwait(&log->cond, &log->mu, &ts);
+}
+
+static void *writer_main(void *arg)
+{
+    log_t *log = arg;
+    log_writer_t *w = &log->w;
+    int none = log->cfg.durability == CONFIG_DURABILITY_NONE;
+
+    w->next_tick = mono_ms();
+    w->next_flush = mono_ms() + (uint64_t)log->cfg.flush_interval_ms;
+    for (;;) {
+        pthread_mutex_lock(&log->mu);
+        for (;;) {
+            uint64_t now = mono_ms();
+            if (log->closing)
+                break;
+            if (log->pending && (w->fail_kind || !none || log->urgent || now >= w->next_flush))
+                break;
+            uint64_t deadline = w->next_tick;
+            if (w->fail_kind && w->retry_at < deadline)
+                deadline = w->retry_at;
+            if (log->pending && none && w->next_flush < deadline)
+                deadline = w->next_flush;
+            if (now >= deadline)
+                break;
+            log->writer_idle = 1;
+            cond_wait_until(log, deadline);
+            log->writer_idle = 0;
+        }
+        log_entry_t *batch = log->pending;
+        int closing = log->closing;
+        log->pending = NULL;
+        log->pending_tail = &log->pending;
+        log->urgent = 0;
+        pthread_mutex_unlock(&log->mu);
+
+        uint64_t now = mono_ms();
+        if (w->fail_kind && now >= w->retry_at && !closing)
+            writer_recover(log);
+        if (batch) {
+            if (w->fail_kind) {
+                for (log_entry_t *x = batch; x; x = x->next)
+                    x->status = w->fail_err;
+            } else {
+                batch = write_batch(log, batch);
+            }
+            w->next_flush = mono_ms() + (uint64_t)log->cfg.flush_interval_ms;
+        }
+        int tick = now >= w->next_tick;
+        if (tick) {
+            if (!w->fail_kind && seg_too_old(log))
+                seg_roll(log);
+            w->next_tick = now + LOG_TICK_MS;
+        }
+        /* After each batch too: the current segment's growth counts against the size limit. */
+        if (batch || tick)
+            writer_retention(log);
+        writer_publish(log, batch, 0);
+
+        if (closing) {
+            pthread_mutex_lock(&log->mu);
+            int more = log->pending != NULL;
+            pthread_mutex_unlock(&log->mu);
+            if (more)
+                continue;
+            if (w->fd >= 0 && !w->fail_kind && w->size > w->synced)
+                seg_sync(log);
+            if (w->fd >= 0)
+                close(w->fd);
+            w->fd = -1;
+            writer_publish(log, NULL, 1);
+            return NULL;
+        }
+    }
+}
+
+/* ---- Loop thread ---- */
+
+static void log_free(log_t *log)
+{
+    if (log->dirfd >= 0)
+        close(log->dirfd);
+    if (log->lockfd >= 0)
+        close(log->lockfd); /* releases the slot */
+    if (log->w.fd >= 0)
+        close(log->w.fd);
+    free(log->w.segs);
+    pthread_mutex_destroy(&log->mu);
+    pthread_cond_destroy(&log->cond);
+    free(log);
+}
+
+static void on_async_closed(uv_handle_t *h)
+{
+    log_t *log = h->data;
+    void (*cb)(void *) = log->close_cb;
+    void *arg = log->close_arg;
+    log_free(log);
+    if (cb)
+        cb(arg);
+}
+
+static void on_async(uv_async_t *h)
+{
+    log_t *log = h->data;
+
+    /* Durability none: acknowledgements in append order, before anything the writer returns. */
+    while (log->ack_head) {
+        log_append_t *req = log->ack_head;
+        log->ack_head = req->next;
+        if (log->ack_head == NULL)
+            log->ack_tail = &log->ack_head;
+        req->cb(req, 0);
+    }
+    pthread_mutex_lock(&log->mu);
+    log_entry_t *done = log->done;
+    log->done = NULL;
+    log->done_tail = &log->done;
+    int exited = log->exited, fatal = log->fatal;
+    pthread_mutex_unlock(&log->mu);
+
+    while (done) {
+        log_entry_t *e = done;
+        done = e->next;
+        /* Release the queue space first: a callback may append again. */
+        log->queue_bytes -= e->bytes;
+        log->queue_records -= e->n;
+        if (e->req)
+            e->req->cb(e->req, e->status);
+        else if (e->status)
+            msg_error("log: %zu acknowledged records (durability none) were lost: %s", e->n,
+                      strerror(-e->status));
+        free(e);
+    }
+    if (fatal) {
+        msg_error("log: the event log in %s cannot be written; exiting so the worker restarts",
+                  log->dir);
+        exit(LOG_EXIT_FATAL);
+    }
+    if (exited && !log->close_started) {
+        log->close_started = 1;
+        pthread_join(log->thread, NULL);
+        uv_close((uv_handle_t *)&log->async, on_async_closed);
+    }
+}
+
+int log_append(log_t *log, log_append_t *req, const log_record_t *recs, size_t n, log_append_cb cb)
+{
+    size_t bytes = 0;
+    if (log->closing_loop)
+        return -ESHUTDOWN;
+    if (n == 0)
+        return -EINVAL;
+    int err = atomic_load_explicit(&log->fail_err, memory_order_relaxed);
+    if (err)
+        return err;
+    for (size_t i = 0; i < n; i++) {
+        if (recs[i].len > SEGMENT_MAX_PAYLOAD)
+            return -EMSGSIZE;
+        bytes += SEGMENT_RECORD_HEADER_SIZE + recs[i].len;
+        if (bytes > log->cfg.queue_max_bytes)
+            return -ENOBUFS;
+    }
+    if (log->queue_bytes + bytes > log->cfg.queue_max_bytes)
+        return -ENOBUFS;
+    log_entry_t *e = malloc(sizeof(*e) + bytes);
+    if (e == NULL)
+        return -ENOMEM;
+    uint8_t *p = e->data;
+    for (size_t i = 0; i < n; i++) {
+        put_le(p, recs[i].len, 4);
+        put_le(p + 4, 0, 4);
+        put_le(p + 8, recs[i].time_ms, 8);
+        p[16] = recs[i].endpoint;
+        p[17] = p[18] = p[19] = 0;
+        memcpy(p + SEGMENT_RECORD_HEADER_SIZE, recs[i].payload, recs[i].len);
+        p += SEGMENT_RECORD_HEADER_SIZE + recs[i].len;
+    }
+    int none = log->cfg.durability == CONFIG_DURABILITY_NONE;
+    req->cb = cb;
+    req->seq = ++log->next_seq;
+    req->next = NULL;
+    e->next = NULL;
+    e->req = none ? NULL : req;
+    e->bytes = bytes;
+    e->n = n;
+    e->status = 0;
+    log->queue_bytes += bytes;
+    log->queue_records += n;
+
+    pthread_mutex_lock(&log->mu);
+    int first = log->pending == NULL;
+    *log->pending_tail = e;
+    log->pending_tail = &e->next;
+    /*
+     * In none mode the writer sleeps out its flush interval unless the queue is half full; it
+     * only needs waking for the first record, to start counting the interval.
+     */
+    if (none && log->queue_bytes > log->cfg.queue_max_bytes / 2)
+        log->urgent = 1;
+    if (log->writer_idle && (!none || log->urgent || first))
+        pthread_cond_signal(&log->cond);
+    pthread_mutex_unlock(&log->mu);
+
+    if (none) {
+        *log->ack_tail = req;
+        log->ack_tail = &req->next;
+        uv_async_send(&log->async);
+    }
+    return 0;
+}
+
+int log_can_accept(const log_t *log, size_t bytes)
+{
+    return !log->closing_loop && atomic_load(&((log_t *)log)->fail_err) == 0 &&
+           log->queue_bytes + bytes <= log->cfg.queue_max_bytes;
+}
+
+void log_get_stats(const log_t *log, log_stats_t *st)
+{
+    log_t *l = (log_t *)log; /* the mutex is not part of the log's logical state */
+    pthread_mutex_lock(&l->mu);
+    *st = l->st;
+    pthread_mutex_unlock(&l->mu);
+    st->queue_bytes = log->queue_bytes;
+    st->queue_records = log->queue_records;
+    st->slot = log->slot;
+}
+
+void log_close(log_t *log, void (*close_cb)(void *arg), void *arg)
+{
+    if (log->closing_loop)
+        return;
+    log->closing_loop = 1;
+    log->close_cb = close_cb;
+    log->close_arg = arg;
+    pthread_mutex_lock(&log->mu);
+    log->closing = 1;
+    pthread_cond_signal(&log->cond);
+    pthread_mutex_unlock(&log->mu);
+}
+
+/* ---- Opening (slots and recovery are in logrecover.c) ---- */
+
+int log_open(log_t **logp, uv_loop_t *loop, const log_config_t *cfg)
+{
+    pthread_condattr_t ca;
+    sigset_t all, old;
+    int r;
+
+    if (cfg->data_dir == NULL || cfg->slot < 1 || cfg->slot > LOG_SLOT_MAX ||
+        cfg->segment_max_bytes <= SEGMENT_HEADER_SIZE || cfg->queue_max_bytes == 0 ||
+        cfg->flush_interval_ms <= 0)
+        return -EINVAL;
+    log_t *log = calloc(1, sizeof(*log));
+    if (log == NULL)
+        return -ENOMEM;
+    log->loop = loop;
+    log->cfg = *cfg;
+    log->dirfd = log->lockfd = log->w.fd = -1;
+    log->pending_tail = &log->pending;
+    log->done_tail = &log->done;
+    log->ack_tail = &log->ack_head;
+    if (snprintf(log->data_dir, sizeof(log->data_dir), "%s", cfg->data_dir) >=
+        (int)sizeof(log->data_dir)) {
+        free(log);
+        return -ENAMETOOLONG;
+    }
+    log->cfg.data_dir = log->data_dir;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&log->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&log->mu, NULL);
+
+    r = log__take_slot(log);
+    if (r) {
+        msg_error("log: no slot available in %s: %s", log->data_dir, strerror(-r));
+        goto fail;
+    }
+    r = log__recover(log);
+    if (r)
+        goto fail;
+    log->w.st.segments = log->w.nsegs;
+    log->st = log->w.st;
+    log->st.writable = 1;
+    r = uv_async_init(loop, &log->async, on_async);
+    if (r)
+        goto fail;
+    log->async.data = log;
+    /* The writer takes no signals: they belong to the loop thread. */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    r = -pthread_create(&log->thread, NULL, writer_main, log);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (r) {
+        /* The handle is initialised: it can only be freed from its close callback. */
+        log->close_started = 1;
+        uv_close((uv_handle_t *)&log->async, on_async_closed);
+        return r;
+    }
+    msg_info("log: slot %d in %s, segment %" PRIu64 " at %" PRIu64 " bytes", log->slot, log->dir,
+             log->w.seq, log->w.size);
+    *logp = log;
+    return 0;
+fail:
+    log_free(log);
+    return r;
+}

@@ -1,0 +1,1154 @@
+/*
+ * Tests of the log writer (log.c) on real files in the test's directory, each with its own uv
+ * loop: what is appended reads back whole and in order, group commit, rolling, retention, queue
+ * bounds, slots, start-up recovery of damaged tails, and (through the LD_PRELOAD fault shim,
+ * tests/fault/fault_shim.c) fsync and write failures.
+ */
+#include "test.h"
+
+#include "trackd/log.h"
+#include "trackd/segment.h"
+
+#include <dirent.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAXW 4096
+
+/* One append and what its callback saw. */
+typedef struct {
+    log_append_t req;
+    int done, status, order;
+} waiter_t;
+
+static int done_count, done_order;
+
+static void on_done(log_append_t *req, int status)
+{
+    waiter_t *w = req->data;
+    CHECK(!w->done);
+    w->done = 1;
+    w->status = status;
+    w->order = done_order++;
+    done_count++;
+}
+
+static int closed;
+
+static void on_closed(void *arg)
+{
+    closed = 1;
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Run the loop until *flag >= want, or fail after `ms`. */
+static void run_until(uv_loop_t *loop, int *flag, int want, int ms)
+{
+    uint64_t end = now_ms() + (uint64_t)ms;
+    while (*flag < want) {
+        CHECK(now_ms() < end);
+        uv_run(loop, UV_RUN_NOWAIT);
+        if (*flag < want)
+            usleep(200);
+    }
+}
+
+static void sleep_loop(uv_loop_t *loop, int ms)
+{
+    uint64_t end = now_ms() + (uint64_t)ms;
+    while (now_ms() < end) {
+        uv_run(loop, UV_RUN_NOWAIT);
+        usleep(1000);
+    }
+}
+
+static log_config_t test_config(void)
+{
+    log_config_t c = {
+        .data_dir = test_tmpdir(),
+        .slot = 1,
+        .durability = CONFIG_DURABILITY_FSYNC,
+        .segment_max_bytes = 128u << 20,
+        .segment_max_age_ms = 3600 * 1000,
+        .queue_max_bytes = 64u << 20,
+        .flush_interval_ms = 100,
+    };
+    return c;
+}
+
+static void close_log(uv_loop_t *loop, log_t *log)
+{
+    closed = 0;
+    log_close(log, on_closed, NULL);
+    run_until(loop, &closed, 1, 5000);
+}
+
+static void make_payload(char *buf, size_t size, int i)
+{
+    snprintf(buf, size, "{\"event\":\"e%d\",\"properties\":{\"n\":%d}}", i, i);
+}
+
+static int append_one(log_t *log, waiter_t *w, int i, uint8_t ep)
+{
+    char p[128];
+    make_payload(p, sizeof(p), i);
+    log_record_t r = {p, strlen(p), 1700000000000ull + (uint64_t)i, ep};
+    memset(w, 0, sizeof(*w));
+    w->req.data = w;
+    return log_append(log, &w->req, &r, 1, on_done);
+}
+
+static void slot_dir(char *out, size_t size, int slot)
+{
+    snprintf(out, size, "%s/w%03d", test_tmpdir(), slot);
+}
+
+/* Segment sequence numbers present in a slot, sorted; returns how many. */
+static int list_segs(int slot, uint64_t *seqs, int max)
+{
+    char dir[PATH_MAX];
+    slot_dir(dir, sizeof(dir), slot);
+    DIR *d = opendir(dir);
+    CHECK(d != NULL);
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        uint64_t s;
+        if (segment_parse_name(de->d_name, &s) == 0) {
+            CHECK(n < max);
+            seqs[n++] = s;
+        }
+    }
+    closedir(d);
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && seqs[j - 1] > seqs[j]; j--) {
+            uint64_t t = seqs[j];
+            seqs[j] = seqs[j - 1];
+            seqs[j - 1] = t;
+        }
+    return n;
+}
+
+static void seg_path(char *out, size_t size, int slot, uint64_t seq)
+{
+    char dir[PATH_MAX], name[SEGMENT_NAME_SIZE];
+    slot_dir(dir, sizeof(dir), slot);
+    segment_name(name, sizeof(name), seq);
+    snprintf(out, size, "%.4000s/%s", dir, name);
+}
+
+/* Checks records against make_payload(i) for consecutive i. */
+typedef struct {
+    int next;
+    uint8_t ep;
+} expect_t;
+
+static int expect_cb(const segment_record_t *rec, void *arg)
+{
+    expect_t *x = arg;
+    char want[128];
+    make_payload(want, sizeof(want), x->next);
+    CHECK_EQ_INT(rec->len, strlen(want));
+    CHECK(memcmp(rec->payload, want, rec->len) == 0);
+    CHECK_EQ_INT(rec->time_ms, 1700000000000ull + (uint64_t)x->next);
+    if (x->ep)
+        CHECK_EQ_INT(rec->endpoint, x->ep);
+    x->next++;
+    return 0;
+}
+
+/* Scan every segment of a slot in order, expecting records 0..n-1, all clean. */
+static int scan_slot(int slot, int *nsegs)
+{
+    uint64_t seqs[MAXW];
+    int n = list_segs(slot, seqs, MAXW);
+    expect_t x = {0, 0};
+    for (int i = 0; i < n; i++) {
+        char path[PATH_MAX];
+        segment_scan_t sc;
+        seg_path(path, sizeof(path), slot, seqs[i]);
+        CHECK_EQ_INT(segment_scan_path(path, expect_cb, &x, &sc), 0);
+        CHECK(sc.header_ok);
+        CHECK_EQ_INT(sc.tail, SEGMENT_TAIL_CLEAN);
+        CHECK_EQ_INT(sc.header.seq, seqs[i]);
+        CHECK_EQ_INT(sc.header.slot, slot);
+    }
+    if (nsegs)
+        *nsegs = n;
+    return x.next;
+}
+
+TEST(log_appended_records_read_back_in_order_with_times_and_endpoints)
+{
+    uv_loop_t loop;
+    log_t *log;
+    static waiter_t w[300];
+    uv_loop_init(&loop);
+    log_config_t c = test_config();
+    CHECK_EQ_INT(log_open(&log, &loop, &c), 0);
+    done_count = done_order = 0;
+    for (int i = 0; i < 200; i++)
+        CHECK_EQ_INT(append_one(log, &w[i], i, SEGMENT_EP_IMPORT), 0);
+    /* Several records in one append. */
+    char p[100][128];
+    log_record_t recs[100];
+    for (int i = 0; i < 100; i++) {
+        make_payload(p[i], sizeof(p[i]), 200 + i);
+        recs[i] = (log_record_t){p[i], strlen(p[i]), 1700000000000ull + 200 + (uint64_t)i,
+                                 SEGMENT_EP_IMPORT};
+    }
+    memset(&w[200], 0, sizeof(w[200]));
+    w[200].req.data = &w[200];
+    CHECK_EQ_INT(log_append(log, &w[200].req, recs, 100, on_done), 0);
+    run_until(&loop, &done_count, 201, 5000);
+    for (int i = 0; i <= 200; i++) {
+        CHECK_EQ_INT(w[i].status, 0);
+        CHECK_EQ_INT(w[i].order, i);
+    }
+    log_stats_t st;
+    log_get_stats(log, &st);
+    CHECK_EQ_INT(st.records_appended, 300);
+    CHECK_EQ_INT(st.queue_bytes, 0);
+    CHECK_EQ_INT(st.slot, 1);
+    CHECK(st.writable);
+    close_log(&loop, log);
+    int nsegs;
+    expect_t x = {0, SEGMENT_EP_IMPORT};
+    char path[PATH_MAX];
+    segment_scan_t sc;
+    seg_path(path, sizeof(path), 1, 1);
+    CHECK_EQ_INT(segment_scan_path(path, expect_cb, &x, &sc), 0);
+    CHECK_EQ_INT(x.next, 300);
+    CHECK_EQ_INT(scan_slot(1, &nsegs), 300);
+    CHECK_EQ_INT(nsegs, 1);
+    uv_loop_close(&loop);
+}
+
+TEST(log_group_commit_shares_fsyncs_among_64_waiters)
+{
+    uv_loop_t loop;
+    log_t *log;
+    static waiter_t w[64];
+    uv_loop_init(&loop);
+    log_config_t c = test_config();
+    CHECK_EQ_INT(log_open(&log, &loop, &c), 0);
+    done_count = done_order = 0;
+    for (int i = 0; i < 64; i++)
+        CHECK_EQ_INT(append_one(log, &w[i], i, SEGMENT_EP_TRACK), 0);
+    run_until(&loop, &done_count, 64, 5000);
+    log_stats_t st;
+    log_get_stats(log, &st);
+    fprintf(stderr, "  64 appends: %" PRIu64 " batches, %" PRIu64 " fsyncs\n", st.batches,
+            st.fsyncs);
+    CHECK(st.fsyncs >= 1);
+    CHECK(st.fsyncs <= 8);
+    CHECK(st.batches <= 8);
+    for (int i = 0; i < 64; i++)
+        CHECK_EQ_INT(w[i].status, 0);
+    close_log(&loop, log);
+    CHECK_EQ_INT(scan_slot(1, NULL), 64);
+    uv_loop_close(&loop);
+}
+
+TEST(log_acknowledges_only_after_the_record_is_on_disk_in_fsync_mode)
+{
+    uv_loop_t loop;
+    log_t *log;
+    static waiter_t w[50];
+    uv_loop_init(&loop);
+    log_config_t c = test_config();
+    CHECK_EQ_INT(log_open(&log, &loop, &c), 0);
+    done_count = done_order = 0;
+    for (int i = 0; i < 50; i++) {
+        CHECK_EQ_INT(append_one(log, &w[i], i, SEGMENT_EP_TRACK), 0);
+        run_until(&loop, &done_count, i + 1, 5000);
+        /* Readable by another process the moment it is acknowledged. */
+        CHECK_EQ_INT(scan_slot(1, NULL), i + 1);
+    }
+    log_stats_t st;
+    log_get_stats(log, &st);
+    CHECK(st.fsyncs >= 50);
+    close_log(&loop, log);
+    uv_loop_close(&loop);
+}
+
+TEST(log_rolls_segments_by_size)
+{
+    uv_loop_t loop;
+    log_t *log;
+    static waiter_t w[200];
+    uv_loop_init(&loop);
+    log_config_t c = test_config();
+    c.segment_max_bytes = 1000;
+    c.durability = CONFIG_DURABILITY_WRITE;
+    CHECK_EQ_INT(log_open(&log, &loop, &c), 0);
+    done_count = done_order = 0;
+    for (int i = 0; i < 200; i++)
+        CHECK_EQ_INT(append_one(log, &w[i], i, SEGMENT_EP_TRACK), 0);
+    run_until(&loop, &done_count, 200, 5000);
+    close_log(&loop, log);
+    int nsegs;
+    CHECK_EQ_INT(scan_slot(1, &nsegs), 200);
+    uint64_t seqs[MAXW];
+    CHECK_EQ_INT(list_segs(1, seqs, MAXW), nsegs);
+    /* ~60-byte records: 15 fit in 1000 bytes; every segment stays within the limit. */
+    CHECK(nsegs >= 200 / 16);
+    for (int i = 0; i < nsegs; i++) {
+        char path[PATH_MAX];
+        struct stat sb;
+        seg_path(path, sizeof(path), 1, seqs[i]);
+        CHECK_EQ_INT(stat(path, &sb), 0);
+        CHECK(sb.st_size <= 1000);
+        CHECK_EQ_INT(seqs[i], (uint64_t)i + 1);
+        if (i + 1 < nsegs)
+            CHECK(sb.st_size > 1000 - 80);
+    }
+    uv_loop_close(&loop);
+}
+
+TEST(log_rolls_segments_by_age)
+{
+    uv_loop_t loop;
+    log_t *log;
+    static waiter_t w[3];
+    uv_loop_init(&loop);
+    log_config_t c = test_config();
+    c.segment_max_age_ms = 300;
+    CHECK_EQ_INT(log_open(&log, &loop, &c), 0);
+    done_count = done_order = 0;
+    CHECK_EQ_INT(append_one(log, &w[0], 0, SEGMENT_EP_TRACK), 0);
+    CHECK_EQ_INT(append_one(log, &w[1], 1, SEGMENT_EP_TRACK), 0);
+    run_until(&loop, &done_count, 2, 5000);
+    sleep_loop(&loop, 400);
+    CHECK_EQ_INT(append_one(log, &w[2], 2, SEGMENT_EP_TRACK), 0);
+    run_until(&loop, &done_count, 3, 5000);
+    close_log(&loop, log);
+    int nsegs;
+    CHECK_EQ_INT(scan_slot(1, &nsegs), 3);
+    CHECK_EQ_INT(nsegs, 2);
+    segment_scan_t sc;
+    char path[PATH_MAX];
+    seg_path(path, sizeof(path), 1, 1);
+    CHECK_EQ_INT(segment_scan_path(path, NULL, NULL, &sc), 0);
+    CHECK_EQ_INT(sc.records, 2);
+    uv_loop_close(&loop);
+}
+
+TEST(log_idle_segment_rolls_by_age_without_new_records)
+{
+    uv_loop_t loop;
+    log_t *log;
+    static waiter_t w[1];
+    uv_loop_init(&loop);
+    log_config_t c = test_config();
+    c.segment_max_age_ms = 200;
+    CHECK_EQ_INT(log_open(&log, &loop, &c), 0);
+    done_count = done_order = 0;
+    CHECK_EQ_INT(append_one(log, &w[0], 0, SEGMENT_EP_TRACK), 0);
+    run_until(&loop, &done_count, 1, 5000);
+    /* The writer checks the age at least once a second. */
+    uint64_t seqs[4];
+    uint64_t end = now_ms() + 3000;
+    while (list_segs(1, seqs, 4) < 2) {
+        CHECK(now_ms() < end);
+        sleep_loop(&loop, 50);
+    }
+    close_log(&loop, log);
+    /* The empty new segment does not roll again. */
+    CHECK_EQ_INT(list_segs(1, seqs, 4), 2);
+    CHECK_EQ_INT(scan_slot(1, NULL), 1);
+    uv_loop_close(&loop);
+}
+
+TEST(log_append_returns_enobufs_when_the_queue_is_full)
+{
+    uv_loop_t loop;
+    log_t *log;
+    static waiter_t w[100];
+    uv_loop_init(&loop);
+    log_config_t c = test_config();
+    c.queue_max_bytes = 1000;
+    CHECK_EQ_INT(log_open(&log, &loop, &c), 0);
+    done_count = done_order = 0;
+    int accepted = 0, r = 0;
+    size_t bytes = 0;
+    /* The queue drains only when the loop runs the callbacks, so this is deterministic. */
+    while ((r = append_one(log, &w[accepted], accepted, SEGMENT_EP_TRACK)) == 0) {
+        char p[128];
+        make_payload(p, sizeof(p), accepted);
+        bytes += SEGMENT_RECORD_HEADER_SIZE + strlen(p);
+        accepted++;
+    }
+    CHECK_EQ_INT(r, -ENOBUFS);
+    CHECK(bytes <= 1000 && bytes > 1000 - 80);
+    CHECK(!log_can_accept(log, 80));
+    CHECK(log_can_accept(log, 1000 - bytes));
+    log_stats_t st;
+    log_get_stats(log, &st);
+    CHECK_EQ_INT(st.queue_bytes, bytes);
+    CHECK_EQ_INT(st.queue_records, accepted);
+    run_until(&loop, &done_count, accepted, 5000);
+    CHECK(log_can_accept(log, 1000));
+    CHECK_EQ_INT(append_one(log, &w[accepted], accepted, SEGMENT_EP_TRACK), 0);
+    run_until(&loop, &done_count, accepted + 1, 5000);
+    /* A single append larger than the whole queue can never be accepted. */
+    char big[1200];
+    memset(big, 'x', sizeof(big));
+    log_record_t rec = {big, sizeof(big), 1, SEGMENT_EP_TRACK};
+    CHECK_EQ_INT(log_append(log, &w[99].req, &rec, 1, on_done), -ENOBUFS);
+    CHECK_EQ_INT(log_append(log, &w[99].req, &rec, 0, on_done), -EINVAL);
+    close_log(&loop, log);
+    CHECK_EQ_INT(scan_slot(1, NULL), accepted + 1);
+    uv_loop_close(&loop);
+}
+
+TEST(log_durability_none_acks_at_once_and_flushes_within_the_interval)
+{
+    uv_loop_t loop;
+    log_t *log;
+    static waiter_t w[10];
+    uv_loop_init(&loop);
+    log_config_t c = test_config();
+    c.durability = CONFIG_DURABILITY_NONE;
+    c.flush_interval_ms = 100;
+    CHECK_EQ_INT(log_open(&log, &loop, &c), 0);
+    done_count = done_order = 0;
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < 3; i++)
+            CHECK_EQ_INT(append_one(log, &w[round * 3 + i], round * 3 + i, SEGMENT_EP_TRACK), 0);
+        uint64_t t0 = now_ms();
+        run_until(&loop, &done_count, (round + 1) * 3, 1000);
+        /* Acknowledged before the next flush could have written it. */
+        CHECK(now_ms() - t0 < 50);
+        while (scan_slot(1, NULL) < (round + 1) * 3) {
+            CHECK(now_ms() - t0 <= 100 + 100);
+            usleep(2000);
+        }
+        uv_run(&loop, UV_RUN_NOWAIT);
+    }
+    log_stats_t st;
+    log_get_stats(log, &st);
+    CHECK_EQ_INT(st.fsyncs, 0);
+    /* Each round's records went out together, when the interval was up. */
+    CHECK(st.batches <= 6);
+    close_log(&loop, log);
+    CHECK_EQ_INT(scan_slot(1, NULL), 9);
+    uv_loop_close(&loop);
+}
+
+TEST(log_close_flushes_everything_and_runs_all_callbacks)
+{
+    for (int mode = 0; mode < 3; mode++) {
+        uv_loop_t loop;
+        log_t *log;
+        static waiter_t w[101];
+        uv_loop_init(&loop);
+        log_config_t c = test_config();
+        c.durability = (config_durability_t)mode;
+        c.flush_interval_ms = 10000;
+        char sub[PATH_MAX];
+        snprintf(sub, sizeof(sub), "%s/m%d", test_tmpdir(), mode);
+        c.data_dir = sub;
+        CHECK_EQ_INT(log_open(&log, &loop, &c), 0);
+        done_count = done_order = 0;
+        for (int i = 0; i < 100; i++)
+            CHECK_EQ_INT(append_one(log, &w[i], i, SEGMENT_EP_TRACK), 0);
+        closed = 0;
+        log_close(log, on_closed, NULL);
+        CHECK_EQ_INT(append_one(log, &w[100], 0, SEGMENT_EP_TRACK), -ESHUTDOWN);
+        run_until(&loop, &closed, 1, 5000);
+        CHECK_EQ_INT(done_count, 100);
+        /* The slot is released: another log takes it again. */
+        CHECK_EQ_INT(log_open(&log, &loop, &c), 0);
+        log_stats_t st;
+        log_get_stats(log, &st);
+        CHECK_EQ_INT(st.slot, 1);
+        close_log(&loop, log);
+        char path[PATH_MAX];
+        segment_scan_t sc;
+        CHECK(strlen(sub) < sizeof(path) - 40);
+        snprintf(path, sizeof(path), "%.4000s/w001/00000000000000000001.seg", sub);
+        CHECK_EQ_INT(segment_scan_path(path, NULL, NULL, &sc), 0);
+        CHECK_EQ_INT(sc.records, 100);
+        CHECK_EQ_INT(uv_loop_close(&loop), 0);
+    }
+}
+
+TEST(log_two_logs_on_one_data_dir_take_different_slots)
+{
+    uv_loop_t loop;
+    log_t *a, *b, *c3;
+    uv_loop_init(&loop);
+    log_config_t c = test_config();
+    c.slot = 2;
+    CHECK_EQ_INT(log_open(&a, &loop, &c), 0);
+    CHECK_EQ_INT(log_open(&b, &loop, &c), 0);
+    CHECK_EQ_INT(log_open(&c3, &loop, &c), 0);
+    log_stats_t sa, sb, sc;
+    log_get_stats(a, &sa);
+    log_get_stats(b, &sb);
+    log_get_stats(c3, &sc);
+    /* The preferred slot first, then the lowest free ones. */
+    CHECK_EQ_INT(sa.slot, 2);
+    CHECK_EQ_INT(sb.slot, 1);
+    CHECK_EQ_INT(sc.slot, 3);
+    static waiter_t w[3];
+    done_count = done_order = 0;
+    CHECK_EQ_INT(append_one(a, &w[0], 0, SEGMENT_EP_TRACK), 0);
+    CHECK_EQ_INT(append_one(b, &w[1], 0, SEGMENT_EP_TRACK), 0);
+    CHECK_EQ_INT(append_one(c3, &w[2], 0, SEGMENT_EP_TRACK), 0);
+    run_until(&loop, &done_count, 3, 5000);
+    close_log(&loop, a);
+    close_log(&loop, b);
+    close_log(&loop, c3);
+    for (int s = 1; s <= 3; s++)
+        CHECK_EQ_INT(scan_slot(s, NULL), 1);
+    uv_loop_close(&loop);
+}
+
+TEST(log_retention_by_size_deletes_only_whole_closed_segments)
+{
+    uv_loop_t loop;
+    log_t *log;
+    static waiter_t w[300];
+    uv_loop_init(&loop);
+    log_config_t c = test_config();
+    c.segment_max_bytes = 1000;
+    c.retention_max_bytes = 3500;
+    c.durability = CONFIG_DURABILITY_WRITE;
+    CHECK_EQ_INT(log_open(&log, &loop, &c), 0);
+    done_count = done_order = 0;
+    for (int i = 0; i < 300; i++) {
+        CHECK_EQ_INT(append_one(log, &w[i], i, SEGMENT_EP_TRACK), 0);
+        if (i % 10 == 9)
+            run_until(&loop, &done_count, i + 1, 5000);
+    }
+    log_stats_t st;
+    log_get_stats(log, &st);
+    CHECK(st.segment_bytes <= 3500);
+    CHECK(st.segments >= 3);
+    close_log(&loop, log);
+    uint64_t seqs[MAXW];
+    int n = list_segs(1, seqs, MAXW);
+    CHECK(n >= 3 && n <= 4);
+    /* The newest segments remain, contiguous, each whole; the first record kept starts one. */
+    uint64_t total = 0;
+    expect_t x = {-1, 0};
+    for (int i = 0; i < n; i++) {
+        char path[PATH_MAX];
+        segment_scan_t sc;
+        CHECK_EQ_INT(seqs[i], seqs[0] + (uint64_t)i);
+        seg_path(path, sizeof(path), 1, seqs[i]);
+        if (i == 0) {
+            CHECK_EQ_INT(segment_scan_path(path, NULL, NULL, &sc), 0);
+            CHECK(sc.records > 0);
+            /* Find the first record's number from its payload. */
+            int first = -1;
+            FILE *f = fopen(path, "rb");
+            CHECK(f != NULL);
+            char buf[256];
+            CHECK(fread(buf, 1, sizeof(buf), f) > 80);
+            fclose(f);
+            CHECK(sscanf(buf + SEGMENT_HEADER_SIZE + SEGMENT_RECORD_HEADER_SIZE,
+                         "{\"event\":\"e%d\"", &first) == 1);
+            x.next = first;
+        }
+        CHECK_EQ_INT(segment_scan_path(path, expect_cb, &x, &sc), 0);
+        CHECK_EQ_INT(sc.tail, SEGMENT_TAIL_CLEAN);
+        total += sc.file_size;
+    }
+    CHECK_EQ_INT(x.next, 300);
+    CHECK(total <= 3500);
+    CHECK(seqs[0] > 1);
+    uv_loop_close(&loop);
+}
+
+TEST(log_retention_by_age_deletes_closed_segments_older_than_the_limit)
+{
+    uv_loop_t loop;
+    log_t *log;
+    static waiter_t w[3];
+    uv_loop_init(&loop);
+    log_config_t c = test_config();
+    c.segment_max_bytes = 100; /* one record per segment */
+    c.retention_max_age_ms = 300;
+    CHECK_EQ_INT(log_open(&log, &loop, &c), 0);
+    done_count = done_order = 0;
+    CHECK_EQ_INT(append_one(log, &w[0], 0, SEGMENT_EP_TRACK), 0);
+    run_until(&loop, &done_count, 1, 5000);
+    CHECK_EQ_INT(append_one(log, &w[1], 1, SEGMENT_EP_TRACK), 0);
+    run_until(&loop, &done_count, 2, 5000);
+    uint64_t seqs[8];
+    CHECK_EQ_INT(list_segs(1, seqs, 8), 2);
+    /* Segment 1 closed when segment 2 began; 300 ms later plus a writer tick it is gone. */
+    uint64_t end = now_ms() + 3000;
+    while (list_segs(1, seqs, 8) != 1) {
+        CHECK(now_ms() < end);
+        sleep_loop(&loop, 50);
+    }
+    CHECK_EQ_INT(seqs[0], 2);
+    close_log(&loop, log);
+    uv_loop_close(&loop);
+}
+
+TEST(log_keeps_every_segment_without_retention)
+{
+    uv_loop_t loop;
+    log_t *log;
+    static waiter_t w[100];
+    uv_loop_init(&loop);
+    log_config_t c = test_config();
+    c.segment_max_bytes = 200;
+    c.durability = CONFIG_DURABILITY_WRITE;
+    CHECK_EQ_INT(log_open(&log, &loop, &c), 0);
+    done_count = done_order = 0;
+    for (int i = 0; i < 100; i++)
+        CHECK_EQ_INT(append_one(log, &w[i], i, SEGMENT_EP_TRACK), 0);
+    run_until(&loop, &done_count, 100, 5000);
+    close_log(&loop, log);
+    int nsegs;
+    CHECK_EQ_INT(scan_slot(1, &nsegs), 100);
+    CHECK(nsegs >= 100 / 3);
+    uv_loop_close(&loop);
+}
+
+/* Write `n` records (0..n-1) in a fresh log and close it; returns the record end offsets. */
+static void fill_log(int n, size_t *ends)
+{
+    uv_loop_t loop;
+    log_t *log;
+    static waiter_t w[64];
+    CHECK(n <= 64);
+    uv_loop_init(&loop);
+    log_config_t c = test_config();
+    CHECK_EQ_INT(log_open(&log, &loop, &c), 0);
+    done_count = done_order = 0;
+    for (int i = 0; i < n; i++)
+        CHECK_EQ_INT(append_one(log, &w[i], i, SEGMENT_EP_TRACK), 0);
+    run_until(&loop, &done_count, n, 5000);
+    close_log(&loop, log);
+    uv_loop_close(&loop);
+    size_t off = SEGMENT_HEADER_SIZE;
+    for (int i = 0; i < n; i++) {
+        char p[128];
+        make_payload(p, sizeof(p), i);
+        off += SEGMENT_RECORD_HEADER_SIZE + strlen(p);
+        ends[i] = off;
+    }
+}
+
+static void read_file(const char *path, char **buf, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    CHECK(f != NULL);
+    fseek(f, 0, SEEK_END);
+    *len = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    *buf = malloc(*len + 1);
+    CHECK(*buf != NULL);
+    CHECK(fread(*buf, 1, *len, f) == *len);
+    fclose(f);
+}
+
+static void write_file(const char *path, const char *buf, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    CHECK(f != NULL);
+    CHECK(fwrite(buf, 1, len, f) == len);
+    fclose(f);
+}
+
+/* Reopen the log, append record `next`, close; the slot must then hold records 0..next. */
+static void reopen_and_append(int next)
+{
+    uv_loop_t loop;
+    log_t *log;
+    static waiter_t w;
+    uv_loop_init(&loop);
+    log_config_t c = test_config();
+    CHECK_EQ_INT(log_open(&log, &loop, &c), 0);
+    done_count = done_order = 0;
+    CHECK_EQ_INT(append_one(log, &w, next, SEGMENT_EP_TRACK), 0);
+    run_until(&loop, &done_count, 1, 5000);
+    CHECK_EQ_INT(w.status, 0);
+    close_log(&loop, log);
+    uv_loop_close(&loop);
+}
+
+TEST_T(log_recovery_cuts_a_torn_tail_at_every_offset_of_the_last_three_records, 120)
+{
+    size_t ends[6];
+    char path[PATH_MAX], *orig;
+    size_t len;
+    fill_log(6, ends);
+    seg_path(path, sizeof(path), 1, 1);
+    read_file(path, &orig, &len);
+    CHECK_EQ_INT(len, ends[5]);
+    /* Silence the recovery messages of ~150 reopenings. */
+    int saved = dup(2), devnull = open("/dev/null", O_WRONLY);
+    CHECK(saved >= 0 && devnull >= 0);
+    for (size_t cut = ends[2]; cut < ends[5]; cut++) {
+        int whole = 0;
+        while (whole < 6 && ends[whole] <= cut)
+            whole++;
+        write_file(path, orig, cut);
+        dup2(devnull, 2);
+        reopen_and_append(whole);
+        dup2(saved, 2);
+        int nsegs;
+        CHECK_EQ_INT(scan_slot(1, &nsegs), whole + 1);
+        CHECK_EQ_INT(nsegs, 1);
+    }
+    close(devnull);
+    close(saved);
+    free(orig);
+}
+
+TEST(log_recovery_cuts_a_last_record_with_a_flipped_payload_byte)
+{
+    size_t ends[5];
+    char path[PATH_MAX], *buf;
+    size_t len;
+    fill_log(5, ends);
+    seg_path(path, sizeof(path), 1, 1);
+    read_file(path, &buf, &len);
+    buf[ends[3] + SEGMENT_RECORD_HEADER_SIZE + 3] ^= 0x01;
+    write_file(path, buf, len);
+    free(buf);
+    reopen_and_append(4);
+    CHECK_EQ_INT(scan_slot(1, NULL), 5);
+    struct stat sb;
+    CHECK_EQ_INT(stat(path, &sb), 0);
+    CHECK_EQ_INT(sb.st_size, ends[4]); /* same lengths: record 4 replaced the damaged one */
+}
+
+TEST(log_recovery_saves_whole_records_found_after_damage_in_the_last_segment)
+{
+    size_t ends[5];
+    char path[PATH_MAX], *buf;
+    size_t len;
+    fill_log(5, ends);
+    seg_path(path, sizeof(path), 1, 1);
+    read_file(path, &buf, &len);
+    buf[ends[1] + SEGMENT_RECORD_HEADER_SIZE + 3] ^= 0x01; /* record 2 of 0..4 */
+    write_file(path, buf, len);
+    reopen_and_append(2);
+    CHECK_EQ_INT(scan_slot(1, NULL), 3);
+    char side[PATH_MAX + 64], *sbuf;
+    size_t slen;
+    snprintf(side, sizeof(side), "%s.damaged-%zu", path, ends[1]);
+    read_file(side, &sbuf, &slen);
+    CHECK_EQ_INT(slen, len - ends[1]);
+    CHECK(memcmp(sbuf, buf + ends[1], slen) == 0);
+    free(sbuf);
+    free(buf);
+}
+
+TEST(log_open_fails_naming_file_and_offset_of_damage_in_a_closed_segment)
+{
+    uv_loop_t loop;
+    log_t *log;
+    static waiter_t w[40];
+    uv_loop_init(&loop);
+    log_config_t c = test_config();
+    c.segment_max_bytes = 400;
+    CHECK_EQ_INT(log_open(&log, &loop, &c), 0);
+    done_count = done_order = 0;
+    for (int i = 0; i < 40; i++)
+        CHECK_EQ_INT(append_one(log, &w[i], i, SEGMENT_EP_TRACK), 0);
+    run_until(&loop, &done_count, 40, 5000);
+    close_log(&loop, log);
+    uint64_t seqs[64];
+    CHECK(list_segs(1, seqs, 64) >= 3);
+    /* Damage the middle of segment 2 (a closed one). */
+    char path[PATH_MAX], *buf;
+    size_t len;
+    seg_path(path, sizeof(path), 1, 2);
+    read_file(path, &buf, &len);
+    segment_scan_t sc;
+    CHECK_EQ_INT(segment_scan_path(path, NULL, NULL, &sc), 0);
+    CHECK(sc.records >= 3);
+    /* Record 1 starts after record 0, whose length field is the first u32 after the header. */
+    const uint8_t *h0 = (const uint8_t *)buf + SEGMENT_HEADER_SIZE;
+    size_t rec1 = SEGMENT_HEADER_SIZE + SEGMENT_RECORD_HEADER_SIZE +
+                  (size_t)(h0[0] | h0[1] << 8 | h0[2] << 16 | (uint32_t)h0[3] << 24);
+    buf[rec1 + SEGMENT_RECORD_HEADER_SIZE + 5] ^= 0x20;
+    write_file(path, buf, len);
+    free(buf);
+
+    char errpath[PATH_MAX];
+    snprintf(errpath, sizeof(errpath), "%s/stderr.txt", test_tmpdir());
+    int saved = dup(2), efd = open(errpath, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    CHECK(saved >= 0 && efd >= 0);
+    dup2(efd, 2);
+    int r = log_open(&log, &loop, &c);
+    dup2(saved, 2);
+    close(efd);
+    CHECK_EQ_INT(r, -EBADMSG);
+    char *msgs;
+    size_t mlen;
+    read_file(errpath, &msgs, &mlen);
+    msgs[mlen] = 0;
+    char want[64];
+    snprintf(want, sizeof(want), "at offset %zu", rec1);
+    CHECK(strstr(msgs, "00000000000000000002.seg") != NULL);
+    CHECK(strstr(msgs, want) != NULL);
+    free(msgs);
+    /* Nothing was changed: the damaged file is still there, whole. */
+    CHECK_EQ_INT(segment_scan_path(path, NULL, NULL, &sc), 0);
+    CHECK_EQ_INT(sc.tail, SEGMENT_TAIL_DAMAGED);
+    CHECK_EQ_INT(sc.file_size, len);
+    /* The slot was released on failure. */
+    char lock[PATH_MAX];
+    snprintf(lock, sizeof(lock), "%s/w001/lock", test_tmpdir());
+    int lfd = open(lock, O_RDWR);
+    CHECK(lfd >= 0);
+    CHECK_EQ_INT(flock(lfd, LOCK_EX | LOCK_NB), 0);
+    close(lfd);
+    uv_loop_close(&loop);
+}
+
+TEST(log_recovery_rewrites_a_torn_header_of_the_last_segment)
+{
+    size_t ends[3];
+    fill_log(3, ends);
+    /* A second segment whose creation the crash interrupted after 10 header bytes. */
+    char path[PATH_MAX];
+    seg_path(path, sizeof(path), 1, 2);
+    write_file(path, "TRKDLOG\0\1\0", 10);
+    uv_loop_t loop;
+    log_t *log;
+    static waiter_t w;
+    uv_loop_init(&loop);
+    log_config_t c = test_config();
+    CHECK_EQ_INT(log_open(&log, &loop, &c), 0);
+    done_count = 0;
+    CHECK_EQ_INT(append_one(log, &w, 3, SEGMENT_EP_TRACK), 0);
+    run_until(&loop, &done_count, 1, 5000);
+    close_log(&loop, log);
+    int nsegs;
+    CHECK_EQ_INT(scan_slot(1, &nsegs), 4);
+    CHECK_EQ_INT(nsegs, 2);
+    uv_loop_close(&loop);
+}
+
+/* ---- Fault injection: the test binary re-runs itself under the LD_PRELOAD shim ---- */
+
+/*
+ * Run the test named `body` in a child `unit-tests` under LD_PRELOAD=fault_shim.so (built by
+ * `make build/fault_shim.so`; TRACKD_FAULT_SHIM overrides the path) and require it to pass.
+ */
+static void run_under_shim(const char *body)
+{
+    const char *shim =
+        getenv("TRACKD_FAULT_SHIM") ? getenv("TRACKD_FAULT_SHIM") : "build/fault_shim.so";
+    char abs[PATH_MAX];
+    if (realpath(shim, abs) == NULL) {
+        fprintf(stderr, "  %s not found: build it with `make build/fault_shim.so`\n", shim);
+        CHECK(0);
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        const char *asan = getenv("ASAN_OPTIONS");
+        char opts[1024];
+        snprintf(opts, sizeof(opts), "%s%sverify_asan_link_order=0", asan ? asan : "",
+                 asan ? ":" : "");
+        setenv("ASAN_OPTIONS", opts, 1);
+        setenv("LD_PRELOAD", abs, 1);
+        setenv("TRACKD_FAULT_BODY", "1", 1);
+        setenv("TMPDIR", test_tmpdir(), 1);
+        dup2(2, 1); /* the child's TAP lines must not mix with ours */
+        execl("/proc/self/exe", "unit-tests", body, (char *)NULL);
+        _exit(127);
+    }
+    int status;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status));
+    CHECK_EQ_INT(WEXITSTATUS(status), 0);
+}
+
+/* In a body: 1 if running under the shim (else the body is skipped: it is run by its wrapper). */
+static int under_shim(void)
+{
+    if (getenv("TRACKD_FAULT_BODY") == NULL) {
+        fprintf(stderr, "  (runs only under the fault shim, from its wrapper test)\n");
+        return 0;
+    }
+    CHECK(dlsym(RTLD_DEFAULT, "trackd_fault_shim_loaded") != NULL);
+    return 1;
+}
+
+static void touch(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_CREAT, 0644);
+    CHECK(fd >= 0);
+    close(fd);
+}
+
+/*
+ * Append records 1..3 while a fault is on: the first is accepted and fails in its callback; the
+ * others either do too or, once the writer has reported the failure, are refused at once.
+ */
+static void append_failing(uv_loop_t *loop, log_t *log, waiter_t *w, int err)
+{
+    int accepted = 0;
+    for (int i = 1; i <= 3; i++) {
+        int r = append_one(log, &w[i], i, SEGMENT_EP_TRACK);
+        if (r == 0)
+            accepted++;
+        else
+            CHECK_EQ_INT(r, err);
+    }
+    CHECK(accepted >= 1);
+    run_until(loop, &done_count, 1 + accepted, 5000);
+    for (int i = 1; i <= 3; i++)
+        if (w[i].done)
+            CHECK_EQ_INT(w[i].status, err);
+}
+
+static void wait_accepting(uv_loop_t *loop, log_t *log, int ms)
+{
+    uint64_t end = now_ms() + (uint64_t)ms;
+    while (!log_can_accept(log, 100)) {
+        CHECK(now_ms() < end);
+        sleep_loop(loop, 20);
+    }
+}
+
+TEST_T(log_fault_body_fsync_failure, 30)
+{
+    if (!under_shim())
+        return;
+    char fault[PATH_MAX];
+    snprintf(fault, sizeof(fault), "%s/fsync-fails", test_tmpdir());
+    setenv("TRACKD_FAULT_FSYNC_FILE", fault, 1);
+    uv_loop_t loop;
+    log_t *log;
+    static waiter_t w[10];
+    uv_loop_init(&loop);
+    log_config_t c = test_config();
+    CHECK_EQ_INT(log_open(&log, &loop, &c), 0);
+    done_count = done_order = 0;
+    CHECK_EQ_INT(append_one(log, &w[0], 0, SEGMENT_EP_TRACK), 0);
+    run_until(&loop, &done_count, 1, 5000);
+    CHECK_EQ_INT(w[0].status, 0);
+
+    touch(fault);
+    append_failing(&loop, log, w, -EIO);
+    /* Refused until a fresh segment is open. */
+    CHECK(!log_can_accept(log, 10));
+    CHECK_EQ_INT(append_one(log, &w[4], 4, SEGMENT_EP_TRACK), -EIO);
+    log_stats_t st;
+    log_get_stats(log, &st);
+    CHECK_EQ_INT(st.fsync_errors, 1);
+    CHECK(!st.writable);
+    /* Recovery is retried once a second while fsync keeps failing. */
+    sleep_loop(&loop, 1500);
+    CHECK(!log_can_accept(log, 10));
+    unlink(fault);
+    wait_accepting(&loop, log, 3000);
+    int before = done_count;
+    CHECK_EQ_INT(append_one(log, &w[5], 1, SEGMENT_EP_TRACK), 0);
+    run_until(&loop, &done_count, before + 1, 5000);
+    CHECK_EQ_INT(w[5].status, 0);
+    close_log(&loop, log);
+    /* Segment 1 holds only the acknowledged record; record 1 went to a fresh segment 2. */
+    char path[PATH_MAX];
+    segment_scan_t sc;
+    seg_path(path, sizeof(path), 1, 1);
+    CHECK_EQ_INT(segment_scan_path(path, NULL, NULL, &sc), 0);
+    CHECK_EQ_INT(sc.records, 1);
+    CHECK_EQ_INT(sc.tail, SEGMENT_TAIL_CLEAN);
+    int nsegs;
+    CHECK_EQ_INT(scan_slot(1, &nsegs), 2);
+    CHECK_EQ_INT(nsegs, 2);
+    uv_loop_close(&loop);
+}
+
+TEST_T(log_fsync_failure_fails_the_batch_and_resumes_on_a_fresh_segment, 40)
+{
+    run_under_shim("log_fault_body_fsync_failure");
+}
+
+TEST_T(log_fault_body_fsync_failing_for_good, 30)
+{
+    if (!under_shim())
+        return;
+    char fault[PATH_MAX];
+    snprintf(fault, sizeof(fault), "%s/fsync-fails", test_tmpdir());
+    setenv("TRACKD_FAULT_FSYNC_FILE", fault, 1);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        uv_loop_t loop;
+        log_t *log;
+        static waiter_t w[2];
+        uv_loop_init(&loop);
+        log_config_t c = test_config();
+        CHECK_EQ_INT(log_open(&log, &loop, &c), 0);
+        touch(fault);
+        done_count = 0;
+        CHECK_EQ_INT(append_one(log, &w[0], 0, SEGMENT_EP_TRACK), 0);
+        run_until(&loop, &done_count, 1, 5000);
+        CHECK_EQ_INT(w[0].status, -EIO);
+        sleep_loop(&loop, 20000); /* the log exits the process before this ends */
+        _exit(0);
+    }
+    int status;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status));
+    CHECK_EQ_INT(WEXITSTATUS(status), LOG_EXIT_FATAL);
+    /* The next start recovers: the unacknowledged record is not there, appending works. */
+    unlink(fault);
+    reopen_and_append(0);
+    CHECK_EQ_INT(scan_slot(1, NULL), 1);
+}
+
+TEST_T(log_exits_the_process_when_fsync_keeps_failing, 40)
+{
+    run_under_shim("log_fault_body_fsync_failing_for_good");
+}
+
+TEST_T(log_fault_body_enospc, 30)
+{
+    if (!under_shim())
+        return;
+    char fault[PATH_MAX];
+    snprintf(fault, sizeof(fault), "%s/disk-full", test_tmpdir());
+    setenv("TRACKD_FAULT_ENOSPC_FILE", fault, 1);
+    uv_loop_t loop;
+    log_t *log;
+    static waiter_t w[10];
+    uv_loop_init(&loop);
+    log_config_t c = test_config();
+    c.durability = CONFIG_DURABILITY_WRITE;
+    CHECK_EQ_INT(log_open(&log, &loop, &c), 0);
+    done_count = done_order = 0;
+    CHECK_EQ_INT(append_one(log, &w[0], 0, SEGMENT_EP_TRACK), 0);
+    run_until(&loop, &done_count, 1, 5000);
+    CHECK_EQ_INT(w[0].status, 0);
+
+    touch(fault);
+    append_failing(&loop, log, w, -ENOSPC);
+    CHECK_EQ_INT(append_one(log, &w[4], 1, SEGMENT_EP_TRACK), -ENOSPC);
+    CHECK(!log_can_accept(log, 10));
+    /* No partial record on disk. */
+    CHECK_EQ_INT(scan_slot(1, NULL), 1);
+    char path[PATH_MAX];
+    struct stat sb;
+    seg_path(path, sizeof(path), 1, 1);
+    CHECK_EQ_INT(stat(path, &sb), 0);
+    log_stats_t st;
+    log_get_stats(log, &st);
+    CHECK_EQ_INT(sb.st_size, st.segment_bytes);
+    CHECK(st.write_errors >= 1);
+    sleep_loop(&loop, 1200);
+    CHECK(!log_can_accept(log, 10));
+    unlink(fault);
+    wait_accepting(&loop, log, 3000);
+    int before = done_count;
+    CHECK_EQ_INT(append_one(log, &w[5], 1, SEGMENT_EP_TRACK), 0);
+    run_until(&loop, &done_count, before + 1, 5000);
+    CHECK_EQ_INT(w[5].status, 0);
+    close_log(&loop, log);
+    int nsegs;
+    CHECK_EQ_INT(scan_slot(1, &nsegs), 2);
+    CHECK_EQ_INT(nsegs, 1);
+    uv_loop_close(&loop);
+}
+
+TEST_T(log_write_error_cuts_the_partial_batch_and_resumes_when_space_is_back, 40)
+{
+    run_under_shim("log_fault_body_enospc");
+}
+
+/*
+ * The shim traces every write and fsync with the file it went to; check that for every
+ * segment, header write, file fsync and directory fsync all precede its first record write.
+ */
+TEST_T(log_fault_body_trace, 30)
+{
+    if (!under_shim())
+        return;
+    char trace[PATH_MAX];
+    snprintf(trace, sizeof(trace), "%s/trace.txt", test_tmpdir());
+    setenv("TRACKD_FAULT_TRACE", trace, 1);
+    uv_loop_t loop;
+    log_t *log;
+    static waiter_t w[40];
+    uv_loop_init(&loop);
+    log_config_t c = test_config();
+    c.segment_max_bytes = 300;
+    CHECK_EQ_INT(log_open(&log, &loop, &c), 0);
+    done_count = done_order = 0;
+    for (int i = 0; i < 40; i++)
+        CHECK_EQ_INT(append_one(log, &w[i], i, SEGMENT_EP_TRACK), 0);
+    run_until(&loop, &done_count, 40, 5000);
+    close_log(&loop, log);
+    uv_loop_close(&loop);
+    unsetenv("TRACKD_FAULT_TRACE");
+    int nsegs;
+    CHECK_EQ_INT(scan_slot(1, &nsegs), 40);
+    CHECK(nsegs >= 5);
+
+    char dir[PATH_MAX];
+    slot_dir(dir, sizeof(dir), 1);
+    FILE *f = fopen(trace, "r");
+    CHECK(f != NULL);
+    /* Per segment: 1 = header written, 2 = header fsynced, 3 = directory fsynced after it. */
+    int state[MAXW] = {0}, records[MAXW] = {0};
+    int last_created = 0;
+    char op[32], path[PATH_MAX];
+    long long off, len;
+    while (fscanf(f, "%31s %4095s %lld %lld", op, path, &off, &len) == 4) {
+        uint64_t seq;
+        const char *base = strrchr(path, '/');
+        if (strcmp(path, dir) == 0) {
+            if (strcmp(op, "fsync") == 0 && last_created && state[last_created] == 2)
+                state[last_created] = 3;
+            continue;
+        }
+        if (base == NULL || segment_parse_name(base + 1, &seq) != 0 || seq >= MAXW)
+            continue;
+        int s = (int)seq;
+        if (strncmp(op, "pwrite", 6) == 0 || strcmp(op, "write") == 0 ||
+            strcmp(op, "writev") == 0) {
+            if (off == 0 && len == SEGMENT_HEADER_SIZE && state[s] == 0) {
+                state[s] = 1;
+                last_created = s;
+            } else {
+                CHECK_EQ_INT(state[s], 3);
+                records[s]++;
+            }
+        } else if (strcmp(op, "fsync") == 0 || strcmp(op, "fdatasync") == 0) {
+            if (state[s] == 1)
+                state[s] = 2;
+        }
+    }
+    fclose(f);
+    for (int s = 1; s <= nsegs; s++) {
+        CHECK_EQ_INT(state[s], 3);
+        CHECK(records[s] >= 1);
+    }
+}
+
+TEST_T(log_segment_header_is_durable_before_any_record_in_it, 40)
+{
+    run_under_shim("log_fault_body_trace");
+}
