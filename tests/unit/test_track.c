@@ -1,0 +1,411 @@
+/*
+ * The API semantics of track.c through its I/O-free steps: requests are assembled by the real
+ * parser from raw bytes, then go through track_head / track_prepare / track_finish exactly as the
+ * coroutine handler runs them (the log's answer is given as the status it would report).
+ */
+#include "test.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <time.h>
+
+#include "trackd/config.h"
+#include "trackd/http.h"
+#include "trackd/track.h"
+
+static config_t cfg;
+static http_env_t env;
+
+typedef struct {
+    int status;
+    char head[4096];
+    char body[8192];
+    int stored; /* records the log would have been asked to store */
+} outcome_t;
+
+static void setup(void)
+{
+    config_defaults(&cfg);
+    http_env_init(&env, &cfg);
+}
+
+static struct sockaddr_in peer_addr(const char *ip)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    CHECK(inet_pton(AF_INET, ip, &sa.sin_addr) == 1);
+    return sa;
+}
+
+/* Parse `raw` into one complete request. */
+static http_request_t *parse(http_parser_t *p, const char *raw)
+{
+    size_t used, len = strlen(raw), off = 0;
+    http_event_t ev;
+
+    http_parser_init(p, &env);
+    for (;;) {
+        ev = http_parser_feed(p, raw + off, len - off, &used);
+        off += used;
+        CHECK(ev != HTTP_EV_ERROR);
+        if (ev == HTTP_EV_REQUEST)
+            return http_parser_take(p);
+        CHECK(ev != HTTP_EV_MORE || off < len);
+    }
+}
+
+/* Run one request through the API as the server would, with the log answering `log_status`. */
+static void run(const char *raw, const char *peer, int log_status, outcome_t *o)
+{
+    track_t *t = track_new(&cfg, NULL);
+    http_parser_t p;
+    http_request_t *req;
+    track_answer_t a;
+    track_work_t w;
+    struct sockaddr_in sa = peer_addr(peer ? peer : "10.0.0.1");
+
+    CHECK(t != NULL);
+    memset(o, 0, sizeof(*o));
+    /* The head check needs the head only; the parser has the whole request by now. */
+    req = parse(&p, raw);
+    if (track_head(t, req, (struct sockaddr *)&sa, &a) == 0) {
+        if (track_prepare(t, req, (struct sockaddr *)&sa, &w, &a) == 0) {
+            o->stored = (int)w.batch.nrecords;
+            track_finish(t, req, &w, log_status, &a);
+        }
+        track_work_free(&w);
+    }
+    o->status = a.resp.status;
+    int n = http_format_head(o->head, sizeof(o->head), &a.resp, 1, 0);
+    CHECK(n > 0);
+    CHECK(a.resp.body_len < sizeof(o->body));
+    if (a.resp.body_len)
+        memcpy(o->body, a.resp.body, a.resp.body_len);
+    o->body[a.resp.body_len] = '\0';
+    track_answer_free(&a);
+    http_request_free(&env, req);
+    http_parser_free(&p);
+    track_free(t);
+}
+
+static const char *event_json(void)
+{
+    static char buf[256];
+    snprintf(buf, sizeof(buf),
+             "{\"event\":\"e\",\"properties\":{\"token\":\"T\",\"distinct_id\":\"d\",\"time\":%ld,"
+             "\"$insert_id\":\"abc-1\"}}",
+             (long)time(NULL));
+    return buf;
+}
+
+static void b64(const char *in, char *out)
+{
+    static const char tb[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t len = strlen(in), o = 0;
+    for (size_t i = 0; i < len; i += 3) {
+        unsigned v = (unsigned char)in[i] << 16;
+        if (i + 1 < len)
+            v |= (unsigned char)in[i + 1] << 8;
+        if (i + 2 < len)
+            v |= (unsigned char)in[i + 2];
+        out[o++] = tb[(v >> 18) & 63];
+        out[o++] = tb[(v >> 12) & 63];
+        out[o++] = i + 1 < len ? tb[(v >> 6) & 63] : '=';
+        out[o++] = i + 2 < len ? tb[v & 63] : '=';
+    }
+    out[o] = '\0';
+}
+
+static const char *post(const char *path, const char *ctype, const char *body)
+{
+    static char buf[16384];
+    snprintf(buf, sizeof(buf),
+             "POST %s HTTP/1.1\r\nHost: h\r\nContent-Type: %s\r\nContent-Length: %zu\r\n\r\n%s",
+             path, ctype, strlen(body), body);
+    return buf;
+}
+
+TEST(track_every_payload_shape_stores_the_event)
+{
+    char b[1024], body[4096], esc[2048];
+    static char raw[16400];
+    outcome_t o;
+    size_t e = 0;
+
+    setup();
+    b64(event_json(), b);
+    for (const char *s = b; *s; s++)
+        e += (size_t)(*s == '+' || *s == '/' || *s == '=' ? sprintf(esc + e, "%%%02X", *s)
+                                                          : sprintf(esc + e, "%c", *s));
+    snprintf(raw, sizeof(raw), "GET /track?data=%s HTTP/1.1\r\nHost: h\r\n\r\n", esc);
+    run(raw, NULL, 0, &o);
+    CHECK_EQ_INT(o.status, 200);
+    CHECK_EQ_STR(o.body, "1");
+    CHECK_EQ_INT(o.stored, 1);
+
+    snprintf(body, sizeof(body), "data=%s", esc); /* escaped form */
+    run(post("/track/", "application/x-www-form-urlencoded", body), NULL, 0, &o);
+    CHECK_EQ_STR(o.body, "1");
+    snprintf(body, sizeof(body), "data=%s", b); /* unescaped: '+' stays '+' */
+    run(post("/track", "application/x-www-form-urlencoded", body), NULL, 0, &o);
+    CHECK_EQ_STR(o.body, "1");
+    snprintf(body, sizeof(body), "data=%s", event_json()); /* plain JSON in a form */
+    run(post("/track", "application/x-www-form-urlencoded", body), NULL, 0, &o);
+    CHECK_EQ_STR(o.body, "1");
+    snprintf(body, sizeof(body), "[%s,%s]", event_json(), event_json()); /* raw JSON array */
+    run(post("/track", "application/json", body), NULL, 0, &o);
+    CHECK_EQ_STR(o.body, "1");
+    CHECK_EQ_INT(o.stored, 2);
+    snprintf(body, sizeof(body), "data=%s", b); /* sendBeacon */
+    run(post("/track", "text/plain;charset=UTF-8", body), NULL, 0, &o);
+    CHECK_EQ_STR(o.body, "1");
+    /* Flags in the form body (the Python library). */
+    snprintf(body, sizeof(body), "data=%s&verbose=1", esc);
+    run(post("/track", "application/x-www-form-urlencoded", body), NULL, 0, &o);
+    CHECK_EQ_STR(o.body, "{\"status\":1,\"error\":null}");
+}
+
+TEST(track_is_acknowledged_only_when_the_log_succeeded)
+{
+    static char raw[16400];
+    char body[2048];
+    outcome_t o;
+
+    setup();
+    cfg.retry_after_s = 3;
+    snprintf(body, sizeof(body), "data=%s&verbose=1", event_json());
+    snprintf(raw, sizeof(raw), "%s", post("/track", "application/x-www-form-urlencoded", body));
+    run(raw, NULL, -ENOBUFS, &o);
+    CHECK_EQ_INT(o.status, 503);
+    CHECK(strstr(o.head, "Retry-After: 3\r\n") != NULL);
+    CHECK(strstr(o.body, "\"status\":0") != NULL);
+    run(raw, NULL, -EIO, &o);
+    CHECK_EQ_INT(o.status, 503);
+}
+
+TEST(track_bad_input_is_400_with_a_reason_in_verbose_mode)
+{
+    outcome_t o;
+
+    setup();
+    run("GET /track?verbose=1&data=%%%% HTTP/1.1\r\nHost: h\r\n\r\n", NULL, 0, &o);
+    CHECK_EQ_INT(o.status, 400);
+    run("GET /track?verbose=1&data=!!notbase64 HTTP/1.1\r\nHost: h\r\n\r\n", NULL, 0, &o);
+    CHECK_EQ_INT(o.status, 400);
+    CHECK(strstr(o.body, "\"error\":\"") != NULL);
+    run("GET /track?verbose=1 HTTP/1.1\r\nHost: h\r\n\r\n", NULL, 0, &o);
+    CHECK_EQ_INT(o.status, 400);
+    CHECK_EQ_STR(o.body, "{\"status\":0,\"error\":\"data, missing or empty\"}");
+    run(post("/track?verbose=1", "application/json", "{\"event\":"), NULL, 0, &o);
+    CHECK_EQ_INT(o.status, 400);
+    /* Decodes, but no event is valid: 200 with 0 (the reference's answer). */
+    run(post("/track", "application/json", "{\"event\":\"x\"}"), NULL, 0, &o);
+    CHECK_EQ_INT(o.status, 200);
+    CHECK_EQ_STR(o.body, "0");
+    CHECK_EQ_INT(o.stored, 0);
+}
+
+TEST(track_jsonp_callback_is_validated_and_wraps_the_answer)
+{
+    static char raw[16400];
+    outcome_t o;
+
+    setup();
+    CHECK(track_valid_callback("cb", 2));
+    CHECK(track_valid_callback("$jq_1.x", 7));
+    CHECK(!track_valid_callback("1cb", 3));
+    CHECK(!track_valid_callback("a(b)", 4));
+    CHECK(!track_valid_callback("", 0));
+    char longname[200];
+    memset(longname, 'a', sizeof(longname));
+    CHECK(track_valid_callback(longname, 128));
+    CHECK(!track_valid_callback(longname, 129));
+
+    snprintf(raw, sizeof(raw), "%s",
+             post("/track?callback=mp.cb", "application/json", event_json()));
+    run(raw, NULL, 0, &o);
+    CHECK_EQ_STR(o.body, "mp.cb(1)");
+    CHECK(strstr(o.head, "Content-Type: text/javascript") != NULL);
+    snprintf(raw, sizeof(raw), "%s",
+             post("/track?callback=mp.cb&verbose=1", "application/json", event_json()));
+    run(raw, NULL, 0, &o);
+    CHECK_EQ_STR(o.body, "mp.cb({\"status\":1,\"error\":null})");
+    snprintf(raw, sizeof(raw), "%s",
+             post("/track?callback=alert(1)%2F%2F", "application/json", event_json()));
+    run(raw, NULL, 0, &o);
+    CHECK_EQ_INT(o.status, 400);
+    CHECK_EQ_INT(o.stored, 0);
+}
+
+TEST(track_img_answers_a_gif_and_redirect_only_to_listed_hosts)
+{
+    static char raw[16400];
+    outcome_t o;
+    char err[128];
+
+    setup();
+    CHECK(config_set(&cfg, "redirect_host", "ok.example", err, sizeof(err)) == 0);
+    snprintf(raw, sizeof(raw), "%s", post("/track?img=1", "application/json", event_json()));
+    run(raw, NULL, 0, &o);
+    CHECK(strstr(o.head, "Content-Type: image/gif") != NULL);
+    CHECK(memcmp(o.body, "GIF89a", 6) == 0);
+    snprintf(raw, sizeof(raw), "%s",
+             post("/track?redirect=https%3A%2F%2Fok.example%2Fthanks", "application/json",
+                  event_json()));
+    run(raw, NULL, 0, &o);
+    CHECK_EQ_INT(o.status, 302);
+    CHECK(strstr(o.head, "\r\nLocation: https://ok.example/thanks\r\n") != NULL);
+    static const char *const bad[] = {
+        "https%3A%2F%2Fevil.example%2F", "https%3A%2F%2Fok.example%40evil.example%2F",
+        "https%3A%2F%2Fok.example%2F%0D%0ASet-Cookie%3A%20x", "javascript%3Aalert(1)",
+        "https%3A%2F%2Fevil.example%5C%40ok.example"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char path[512];
+        snprintf(path, sizeof(path), "/track?redirect=%s", bad[i]);
+        snprintf(raw, sizeof(raw), "%s", post(path, "application/json", event_json()));
+        run(raw, NULL, 0, &o);
+        CHECK_EQ_INT(o.status, 200); /* ignored, never followed */
+        CHECK(strstr(o.head, "Location") == NULL);
+        CHECK(strstr(o.head, "Set-Cookie") == NULL);
+    }
+    config_free(&cfg);
+}
+
+TEST(track_cors_echoes_a_clean_origin_and_preflight_gets_204)
+{
+    outcome_t o;
+
+    setup();
+    cfg.cors_max_age_s = 600;
+    run("OPTIONS /track/ HTTP/1.1\r\nHost: h\r\nOrigin: https://site.example\r\n"
+        "Access-Control-Request-Headers: content-type, x-mp\r\n\r\n",
+        NULL, 0, &o);
+    CHECK_EQ_INT(o.status, 204);
+    CHECK(strstr(o.head, "Access-Control-Allow-Origin: https://site.example\r\n") != NULL);
+    CHECK(strstr(o.head, "Access-Control-Allow-Credentials: true\r\n") != NULL);
+    CHECK(strstr(o.head, "Vary: Origin\r\n") != NULL);
+    CHECK(strstr(o.head, "Access-Control-Allow-Methods: GET, POST, OPTIONS\r\n") != NULL);
+    CHECK(strstr(o.head, "Access-Control-Allow-Headers: content-type, x-mp\r\n") != NULL);
+    CHECK(strstr(o.head, "Access-Control-Max-Age: 600\r\n") != NULL);
+    /* Junk is not reflected. */
+    run("OPTIONS /track HTTP/1.1\r\nHost: h\r\nOrigin: https://a b\r\n"
+        "Access-Control-Request-Headers: x;y\r\n\r\n",
+        NULL, 0, &o);
+    CHECK_EQ_INT(o.status, 204);
+    CHECK(strstr(o.head, "Allow-Origin") == NULL);
+    CHECK(strstr(o.head, "Allow-Headers") == NULL);
+}
+
+TEST(track_import_needs_a_secret_and_reports_failed_records)
+{
+    static char raw[16400];
+    char body[4096], err[128];
+    outcome_t o;
+
+    setup();
+    CHECK(config_set(&cfg, "import_secret", "s3cret", err, sizeof(err)) == 0);
+    snprintf(body, sizeof(body), "[%s,{\"event\":\"x\",\"properties\":{\"token\":\"T\"}}]",
+             event_json());
+    run(post("/import", "application/json", body), NULL, 0, &o);
+    CHECK_EQ_INT(o.status, 401);
+    CHECK_EQ_STR(o.body,
+                 "{\"code\":401,\"error\":\"Invalid credentials\",\"status\":\"Unauthorized\"}");
+    CHECK_EQ_INT(o.stored, 0);
+    /* Basic base64("s3cret:") */
+    snprintf(raw, sizeof(raw),
+             "POST /import HTTP/1.1\r\nHost: h\r\nAuthorization: Basic czNjcmV0Og==\r\n"
+             "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+             strlen(body), body);
+    run(raw, NULL, 0, &o);
+    CHECK_EQ_INT(o.status, 400);
+    CHECK_EQ_INT(o.stored, 1); /* the valid one is still stored */
+    CHECK(strstr(o.body, "\"failed_records\":[{\"index\":1,") != NULL);
+    CHECK(strstr(o.body, "\"num_records_imported\":1") != NULL);
+    snprintf(raw, sizeof(raw), "%s",
+             post("/import?api_key=s3cret", "application/json", event_json()));
+    run(raw, NULL, 0, &o);
+    CHECK_EQ_INT(o.status, 200);
+    CHECK_EQ_STR(o.body, "{\"code\":200,\"num_records_imported\":1,\"status\":\"OK\"}");
+    config_free(&cfg);
+}
+
+TEST(track_unknown_token_is_401_and_nothing_is_stored)
+{
+    char body[2048], err[128];
+    outcome_t o;
+
+    setup();
+    CHECK(config_set(&cfg, "token", "OTHER", err, sizeof(err)) == 0);
+    snprintf(body, sizeof(body), "[%s]", event_json());
+    run(post("/track", "application/json", body), NULL, 0, &o);
+    CHECK_EQ_INT(o.status, 401);
+    CHECK_EQ_INT(o.stored, 0);
+    config_free(&cfg);
+}
+
+TEST(track_strict_mode_reports_failed_records_on_track)
+{
+    char body[2048];
+    outcome_t o;
+
+    setup();
+    snprintf(body, sizeof(body), "[%s,{\"event\":\"\"}]", event_json());
+    run(post("/track?strict=1", "application/json", body), NULL, 0, &o);
+    CHECK_EQ_INT(o.status, 400);
+    CHECK_EQ_INT(o.stored, 1);
+    CHECK(strstr(o.body, "\"failed_records\":[{\"index\":1") != NULL);
+}
+
+TEST(track_client_ip_trusts_forwarded_headers_only_from_trusted_proxies)
+{
+    char err[128], ip[64];
+    http_parser_t p;
+    http_request_t *req;
+    struct sockaddr_in proxy = peer_addr("10.1.2.3"), other = peer_addr("192.0.2.9");
+
+    setup();
+    CHECK(config_set(&cfg, "trusted_proxy", "10.0.0.0/8", err, sizeof(err)) == 0);
+    req = parse(&p, "GET /track HTTP/1.1\r\nHost: h\r\n"
+                    "X-Forwarded-For: 6.6.6.6, 203.0.113.7, 10.9.9.9\r\n\r\n");
+    CHECK(track_client_ip(&cfg, req, (struct sockaddr *)&proxy, ip, sizeof(ip)) == 0);
+    CHECK_EQ_STR(ip, "203.0.113.7"); /* rightmost that is not one of our proxies */
+    CHECK(track_client_ip(&cfg, req, (struct sockaddr *)&other, ip, sizeof(ip)) == 0);
+    CHECK_EQ_STR(ip, "192.0.2.9"); /* an untrusted peer's headers are ignored */
+    http_request_free(&env, req);
+    http_parser_free(&p);
+
+    req = parse(&p, "GET /track HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 10.0.0.5:443, 10.0.0.6\r\n"
+                    "X-Forwarded-For: [::ffff:10.0.0.7]:80\r\n\r\n");
+    CHECK(track_client_ip(&cfg, req, (struct sockaddr *)&proxy, ip, sizeof(ip)) == 0);
+    CHECK_EQ_STR(ip, "10.0.0.5"); /* all of them are our proxies: the leftmost */
+    http_request_free(&env, req);
+    http_parser_free(&p);
+
+    req = parse(&p, "GET /track HTTP/1.1\r\nHost: h\r\nX-Real-IP: 198.51.100.4\r\n\r\n");
+    CHECK(track_client_ip(&cfg, req, (struct sockaddr *)&proxy, ip, sizeof(ip)) == 0);
+    CHECK_EQ_STR(ip, "198.51.100.4");
+    http_request_free(&env, req);
+    http_parser_free(&p);
+
+    req = parse(&p, "GET /track HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: junk, 203.0.113.8\r\n\r\n");
+    CHECK(track_client_ip(&cfg, req, (struct sockaddr *)&proxy, ip, sizeof(ip)) == 0);
+    CHECK_EQ_STR(ip, "203.0.113.8");
+    http_request_free(&env, req);
+    http_parser_free(&p);
+    config_free(&cfg);
+}
+
+TEST(track_healthz_and_metrics_answer_without_a_log)
+{
+    outcome_t o;
+
+    setup();
+    run("GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n", NULL, 0, &o);
+    CHECK_EQ_INT(o.status, 200);
+    run("GET /metrics HTTP/1.1\r\nHost: h\r\n\r\n", NULL, 0, &o);
+    CHECK_EQ_INT(o.status, 200);
+    CHECK(strstr(o.body, "trackd_events_stored_total") != NULL);
+    run("POST /healthz HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n", NULL, 0, &o);
+    CHECK_EQ_INT(o.status, 405);
+    CHECK(strstr(o.head, "Allow: GET\r\n") != NULL);
+}
