@@ -39,14 +39,14 @@ int decode_base64(const char *in, size_t len, char *out, size_t *outlen);
 /**
  * Inflate a gzip (or zlib) body into a new buffer of at most `max_out` bytes (NUL-terminated,
  * free() it). Returns 0, -E2BIG when the output would exceed `max_out` (a gzip bomb: 413, and no
- * more than max_out bytes were ever allocated), -EINVAL for corrupt input, -ENOMEM.
+ * more than max_out + 1 bytes were ever allocated), -EINVAL for corrupt input, -ENOMEM.
  */
 int decode_gunzip(const void *in, size_t len, size_t max_out, char **out, size_t *outlen);
 
 /**
  * Turn a `data` value into JSON text: if it starts (after blanks) with '{' or '[' it is JSON
  * already (*json points into `val`, *owned = NULL); otherwise it is base64, decoded into a new
- * buffer returned in *owned (free() it). Returns 0 or -EINVAL (with nothing allocated).
+ * buffer returned in *owned (free() it). Returns 0, -EINVAL or -ENOMEM (with nothing allocated).
  */
 int decode_payload(const char *val, size_t len, const char **json, size_t *json_len, char **owned);
 

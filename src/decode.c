@@ -1,0 +1,356 @@
+/*
+ * Wire decoders: query strings and form bodies, percent-encoding, lenient base64, gzip bodies and
+ * the `data` value (JSON or base64 JSON). Every event goes through these on the request path, so
+ * the loops are table-driven and work in place where they can. Everything here treats its input
+ * as hostile: bounds are explicit and no output ever grows past what the caller allowed.
+ */
+#include "trackd/decode.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <zlib.h>
+
+/* Table legend: XX is a byte that is not allowed; SK is skipped (CR, LF); PD is '=' padding. */
+#define XX 0xFF
+#define SK 0x40
+#define PD 0x41
+
+/* Hex digit values; XX elsewhere. */
+/* clang-format off */
+static const uint8_t hex_val[256] = {
+    XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX,
+    XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX,
+    XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX,
+    0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  XX, XX, XX, XX, XX, XX,
+    XX, 10, 11, 12, 13, 14, 15, XX, XX, XX, XX, XX, XX, XX, XX, XX,
+    XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX,
+    XX, 10, 11, 12, 13, 14, 15, XX, XX, XX, XX, XX, XX, XX, XX, XX,
+    XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX,
+    XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX,
+    XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX,
+    XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX,
+    XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX,
+    XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX,
+    XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX,
+    XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX,
+    XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX,
+};
+/* clang-format on */
+
+/*
+ * Base64 sextet values (standard alphabet). A ' ' decodes as '+': an unescaped '+' in a form
+ * body has already been turned into a space by the form decoder, and clients that do not escape
+ * their base64 are common (API.md). Values stay below 64 so a whole quad can be checked at once.
+ */
+/* clang-format off */
+static const uint8_t b64_val[256] = {
+    XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, SK, XX, XX, SK, XX, XX,
+    XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX,
+    62, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, 62, XX, XX, XX, 63,
+    52, 53, 54, 55, 56, 57, 58, 59, 60, 61, XX, XX, XX, PD, XX, XX,
+    XX, 0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14,
+    15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, XX, XX, XX, XX, XX,
+    XX, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40,
+    41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, XX, XX, XX, XX, XX,
+    XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX,
+    XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX,
+    XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX,
+    XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX,
+    XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX,
+    XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX,
+    XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX,
+    XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX,
+};
+/* clang-format on */
+
+/* Inflated bodies start this small at least, and grow by doubling up to the cap. */
+#define GUNZIP_MIN_ALLOC 4096
+/* Deflate cannot expand data by more than about 1032:1, so a larger gzip ISIZE is a lie. */
+#define GUNZIP_MAX_RATIO 1032
+
+ssize_t decode_percent(char *s, size_t len, int plus_space)
+{
+    size_t i = 0, o;
+
+    /* Most values hold nothing to decode: find the first byte that needs work, in place. */
+    while (i < len && s[i] != '%' && !(s[i] == '+' && plus_space))
+        i++;
+    for (o = i; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '%') {
+            uint8_t hi, lo;
+            if (len - i < 3)
+                return -EINVAL;
+            hi = hex_val[(unsigned char)s[i + 1]];
+            lo = hex_val[(unsigned char)s[i + 2]];
+            if (hi == XX || lo == XX)
+                return -EINVAL;
+            s[o++] = (char)(hi << 4 | lo);
+            i += 2;
+        } else if (c == '+' && plus_space) {
+            s[o++] = ' ';
+        } else {
+            s[o++] = (char)c;
+        }
+    }
+    return (ssize_t)o;
+}
+
+int decode_form(char *buf, size_t len, decode_pair_t *pairs, size_t max, size_t *npairs)
+{
+    size_t n = 0, pos = 0;
+
+    *npairs = 0;
+    while (pos < len) {
+        char *seg = buf + pos;
+        char *amp = memchr(seg, '&', len - pos);
+        size_t seg_len = amp ? (size_t)(amp - seg) : len - pos;
+        char *eq;
+        ssize_t kl, vl;
+
+        pos += seg_len + 1;
+        if (seg_len == 0)
+            continue; /* "a=1&&b=2", a leading or trailing '&' */
+        if (n == max)
+            return -E2BIG;
+        eq = memchr(seg, '=', seg_len);
+        kl = decode_percent(seg, eq ? (size_t)(eq - seg) : seg_len, 1);
+        if (kl < 0)
+            return (int)kl;
+        /* The terminator lands at or before the '=' / '&' / buf[len] the decoding shrank into. */
+        seg[kl] = '\0';
+        pairs[n].key = seg;
+        pairs[n].key_len = (size_t)kl;
+        if (eq) {
+            char *val = eq + 1;
+            vl = decode_percent(val, (size_t)(seg + seg_len - val), 1);
+            if (vl < 0)
+                return (int)vl;
+            val[vl] = '\0';
+            pairs[n].val = val;
+            pairs[n].val_len = (size_t)vl;
+        } else {
+            /* A bare key ("?verbose") has an empty value: the key's own terminator. */
+            pairs[n].val = seg + kl;
+            pairs[n].val_len = 0;
+        }
+        n++;
+    }
+    *npairs = n;
+    return 0;
+}
+
+const decode_pair_t *decode_form_get(const decode_pair_t *pairs, size_t n, const char *key)
+{
+    size_t klen = strlen(key);
+
+    for (size_t i = 0; i < n; i++)
+        if (pairs[i].key_len == klen && memcmp(pairs[i].key, key, klen) == 0)
+            return &pairs[i];
+    return NULL;
+}
+
+int decode_base64(const char *in, size_t len, char *out, size_t *outlen)
+{
+    const unsigned char *p = (const unsigned char *)in;
+    unsigned char *q = (unsigned char *)out;
+    uint32_t acc = 0;
+    size_t i = 0, o = 0;
+    int n = 0; /* sextets in acc */
+
+    *outlen = 0;
+    while (i < len) {
+        if (n == 0) {
+            /* Fast path: whole quads of plain alphabet characters. */
+            while (len - i >= 4) {
+                uint8_t a = b64_val[p[i]], b = b64_val[p[i + 1]];
+                uint8_t c = b64_val[p[i + 2]], d = b64_val[p[i + 3]];
+                if ((a | b | c | d) >= 64)
+                    break;
+                q[o] = (unsigned char)(a << 2 | b >> 4);
+                q[o + 1] = (unsigned char)(b << 4 | c >> 2);
+                q[o + 2] = (unsigned char)(c << 6 | d);
+                o += 3;
+                i += 4;
+            }
+            if (i == len)
+                break;
+        }
+        uint8_t v = b64_val[p[i++]];
+        if (v < 64) {
+            acc = acc << 6 | v;
+            if (++n == 4) {
+                q[o] = (unsigned char)(acc >> 16);
+                q[o + 1] = (unsigned char)(acc >> 8);
+                q[o + 2] = (unsigned char)acc;
+                o += 3;
+                n = 0;
+                acc = 0;
+            }
+        } else if (v == SK) {
+            continue;
+        } else if (v == PD) {
+            /* Padding, when sent, must complete the last quad and end the input. */
+            int pad = 1;
+            for (; i < len; i++) {
+                uint8_t w = b64_val[p[i]];
+                if (w == PD)
+                    pad++;
+                else if (w != SK)
+                    return -EINVAL;
+            }
+            if (n < 2 || n + pad != 4)
+                return -EINVAL;
+            break;
+        } else {
+            return -EINVAL;
+        }
+    }
+    /* A lone trailing sextet cannot hold a byte; two or three hold one or two. */
+    if (n == 1)
+        return -EINVAL;
+    if (n == 2) {
+        q[o++] = (unsigned char)(acc >> 4);
+    } else if (n == 3) {
+        q[o++] = (unsigned char)(acc >> 10);
+        q[o++] = (unsigned char)(acc >> 2);
+    }
+    *outlen = o;
+    return 0;
+}
+
+/* First allocation for an inflated body: the gzip trailer's size when plausible, else a guess. */
+static size_t gunzip_first_size(const unsigned char *in, size_t len, size_t max_out)
+{
+    size_t want = len * 4;
+
+    if (len >= 18 && in[0] == 0x1f && in[1] == 0x8b) {
+        /* ISIZE: the uncompressed size mod 2^32, little-endian, in the last 4 bytes. */
+        size_t isize = (size_t)in[len - 4] | (size_t)in[len - 3] << 8 | (size_t)in[len - 2] << 16 |
+                       (size_t)in[len - 1] << 24;
+        if (isize <= len * GUNZIP_MAX_RATIO)
+            want = isize;
+    }
+    if (want < GUNZIP_MIN_ALLOC)
+        want = GUNZIP_MIN_ALLOC;
+    return want < max_out ? want : max_out;
+}
+
+int decode_gunzip(const void *in, size_t len, size_t max_out, char **out, size_t *outlen)
+{
+    z_stream zs;
+    char *buf = NULL;
+    size_t cap, used = 0;
+    int rc, zrc;
+
+    *out = NULL;
+    *outlen = 0;
+    if (len == 0 || len > UINT_MAX)
+        return -EINVAL;
+    memset(&zs, 0, sizeof(zs));
+    /* 15 + 32: a 32 KiB window, and detect a gzip or a zlib header by itself. */
+    zrc = inflateInit2(&zs, 15 + 32);
+    if (zrc != Z_OK)
+        return zrc == Z_MEM_ERROR ? -ENOMEM : -EINVAL;
+    cap = gunzip_first_size(in, len, max_out);
+    /* One more byte than the output may hold, for the NUL and to see an overflow coming. */
+    buf = malloc(cap + 1);
+    if (buf == NULL) {
+        rc = -ENOMEM;
+        goto done;
+    }
+    zs.next_in = (Bytef *)(uintptr_t)in;
+    zs.avail_in = (uInt)len;
+    for (;;) {
+        if (used == cap + 1) {
+            /* Full, and the cap not reached yet: the body is larger than the guess. */
+            size_t ncap;
+            char *nbuf;
+            if (cap >= max_out) {
+                rc = -E2BIG;
+                goto done;
+            }
+            ncap = cap > max_out / 2 ? max_out : cap * 2;
+            nbuf = realloc(buf, ncap + 1);
+            if (nbuf == NULL) {
+                rc = -ENOMEM;
+                goto done;
+            }
+            buf = nbuf;
+            cap = ncap;
+        }
+        size_t room = cap + 1 - used;
+        zs.next_out = (Bytef *)buf + used;
+        zs.avail_out = room > UINT_MAX ? UINT_MAX : (uInt)room;
+        uInt before = zs.avail_out;
+        zrc = inflate(&zs, Z_NO_FLUSH);
+        used += before - zs.avail_out;
+        if (used > max_out) {
+            rc = -E2BIG;
+            goto done;
+        }
+        if (zrc == Z_STREAM_END) {
+            if (zs.avail_in == 0)
+                break;
+            /* Concatenated gzip members are one gzip file (RFC 1952, 2.2). */
+            if (inflateReset(&zs) != Z_OK) {
+                rc = -EINVAL;
+                goto done;
+            }
+            continue;
+        }
+        if (zrc == Z_OK)
+            continue;
+        if (zrc == Z_BUF_ERROR && zs.avail_out == 0)
+            continue; /* no room: grow above */
+        /* Z_BUF_ERROR with room left means the input ended early: a truncated body. */
+        rc = zrc == Z_MEM_ERROR ? -ENOMEM : -EINVAL;
+        goto done;
+    }
+    buf[used] = '\0';
+    *out = buf;
+    *outlen = used;
+    buf = NULL;
+    rc = 0;
+done:
+    inflateEnd(&zs);
+    free(buf);
+    return rc;
+}
+
+int decode_payload(const char *val, size_t len, const char **json, size_t *json_len, char **owned)
+{
+    size_t i = 0, n;
+    char *buf;
+    int rc;
+
+    *json = NULL;
+    *json_len = 0;
+    *owned = NULL;
+    while (i < len && (val[i] == ' ' || val[i] == '\t' || val[i] == '\r' || val[i] == '\n'))
+        i++;
+    if (i == len)
+        return -EINVAL;
+    if (val[i] == '{' || val[i] == '[') {
+        *json = val + i;
+        *json_len = len - i;
+        return 0;
+    }
+    buf = malloc(len / 4 * 3 + 4);
+    if (buf == NULL)
+        return -ENOMEM;
+    rc = decode_base64(val, len, buf, &n);
+    if (rc < 0 || n == 0) {
+        free(buf);
+        return -EINVAL;
+    }
+    buf[n] = '\0';
+    *json = buf;
+    *json_len = n;
+    *owned = buf;
+    return 0;
+}

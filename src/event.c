@@ -1,0 +1,854 @@
+/*
+ * Event validation at the trust boundary: decoded `data` JSON in, log records out. A request's
+ * events are parsed once with jansson, checked against the rules of their endpoint (API.md, "The
+ * event", "Profiles and groups", limits). A valid event is stored as the text the client sent,
+ * with the blanks between tokens removed and only two possible edits spliced in: the client's ip
+ * and a future time clamped to now. Copying the text is several times cheaper than serializing
+ * jansson's tree, and keeps numbers and escapes exactly as sent. All records of a request go
+ * into one buffer owned by the batch.
+ *
+ * Handlers run on small coroutine stacks and jansson recurses once per nesting level, so the text
+ * is scanned for depth before jansson sees it. The scan also counts the elements of a top-level
+ * array, so an oversized batch is refused before anything is allocated for it.
+ */
+#include "trackd/event.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+
+#include <jansson.h>
+
+#include "trackd/segment.h"
+
+/* Deeper JSON is refused as a whole (400) before jansson runs; valid events need 6 levels. */
+#define EVENT_MAX_JSON_DEPTH 32
+/* properties, and the object of an engage/groups operation: fewer keys than this. */
+#define EVENT_MAX_PROPERTIES 255
+/* A nested object: fewer keys than this; an array: fewer elements than this. */
+#define EVENT_MAX_CONTAINER_ITEMS 255
+/* Objects and arrays nested in one property value, the value itself counting as 1. */
+#define EVENT_MAX_NESTING 3
+/* $insert_id: 1 to 36 bytes of [A-Za-z0-9-]. */
+#define EVENT_INSERT_ID_MAX 36
+/* A `time` above this is in milliseconds, else in seconds (year 5138 in seconds). */
+#define EVENT_TIME_MS_THRESHOLD 1e11
+/* /track accepts events this old; older ones belong to /import. */
+#define EVENT_TRACK_MAX_AGE_MS (5.0 * 86400 * 1000)
+/* /import accepts times from 1971-01-01T00:00:00Z ... */
+#define EVENT_IMPORT_MIN_MS (365.0 * 86400 * 1000)
+/* ... to this far ahead of the receive time. */
+#define EVENT_IMPORT_MAX_AHEAD_MS (3600.0 * 1000)
+/* Room per event for the edits (ip, time) on top of the request's text. */
+#define EVENT_EDIT_SLACK 64
+/* The client's address as a JSON string; a longer one (never from the HTTP layer) takes the
+ * slower path through jansson's serializer. */
+#define EVENT_IP_JSON_MAX 128
+/* Initial number of failure entries; grows by doubling. */
+#define EVENT_FAILURES_INITIAL 8
+
+/* What a value of an engage/groups operation must be. */
+typedef enum {
+    EVENT_OP_OBJECT,      /* an object of properties */
+    EVENT_OP_NUMBERS,     /* an object whose values are numbers ($add) */
+    EVENT_OP_LISTS,       /* an object whose values are arrays ($union) */
+    EVENT_OP_STRING_LIST, /* an array of property names ($unset) */
+    EVENT_OP_ANY,         /* anything ($delete) */
+} event_op_kind_t;
+
+static const struct {
+    const char *name;
+    size_t len;
+    uint8_t kind;   /* event_op_kind_t */
+    uint8_t groups; /* also valid on /groups */
+} event_ops[] = {
+    {"$set", 4, EVENT_OP_OBJECT, 1},        {"$set_once", 9, EVENT_OP_OBJECT, 1},
+    {"$add", 4, EVENT_OP_NUMBERS, 0},       {"$union", 6, EVENT_OP_LISTS, 1},
+    {"$append", 7, EVENT_OP_OBJECT, 0},     {"$remove", 7, EVENT_OP_OBJECT, 1},
+    {"$unset", 6, EVENT_OP_STRING_LIST, 1}, {"$delete", 7, EVENT_OP_ANY, 1},
+};
+#define EVENT_NOPS (sizeof(event_ops) / sizeof(event_ops[0]))
+
+/* Bytes the depth scan must look at; everything else is skipped with one table load. */
+enum { SCAN_QUOTE = 1, SCAN_BACKSLASH, SCAN_OPEN, SCAN_CLOSE, SCAN_COMMA };
+static const uint8_t scan_class[256] = {
+    ['"'] = SCAN_QUOTE, ['\\'] = SCAN_BACKSLASH, ['{'] = SCAN_OPEN,  ['['] = SCAN_OPEN,
+    ['}'] = SCAN_CLOSE, [']'] = SCAN_CLOSE,      [','] = SCAN_COMMA,
+};
+
+/* Bytes that end a number or literal in JSON text; blanks between tokens. */
+static const uint8_t scalar_end[256] = {
+    [','] = 1, [']'] = 1, ['}'] = 1, [' '] = 1, ['\t'] = 1, ['\n'] = 1, ['\r'] = 1,
+};
+static const uint8_t blank[256] = {[' '] = 1, ['\t'] = 1, ['\n'] = 1, ['\r'] = 1};
+
+/* $insert_id characters. */
+static const uint8_t insert_id_ok[256] = {
+    ['-'] = 1, ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1,
+    ['7'] = 1, ['8'] = 1, ['9'] = 1, ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1,
+    ['F'] = 1, ['G'] = 1, ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1,
+    ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1,
+    ['V'] = 1, ['W'] = 1, ['X'] = 1, ['Y'] = 1, ['Z'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1,
+    ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1,
+    ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1,
+    ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
+};
+
+/* One request's validation in progress. */
+typedef struct {
+    event_batch_t *b;
+    const event_opts_t *opts;
+    const char *text; /* the request's JSON */
+    int from_tree;    /* store jansson's serialization, not the text (duplicate keys, odd ip) */
+    json_t *ip;       /* the client's address as a JSON string */
+    char ip_json[EVENT_IP_JSON_MAX]; /* the same as JSON text, for the text path */
+    size_t ip_json_len;
+    char *block;      /* records[nslots], then the payloads back to back, NUL-terminated */
+    size_t nslots;    /* records the block has room for */
+    size_t used, cap; /* payload bytes used / available after the records */
+    size_t failures_cap;
+} event_ctx_t;
+
+/* What validation found must change in an event before it is stored. */
+typedef struct {
+    json_t *ip_obj;     /* object that gets the client's ip, or NULL */
+    const char *ip_key; /* "ip" (in properties) or "$ip" (in a profile update) */
+    json_t *time;       /* properties.time, to be clamped to now; NULL = leave it */
+    int time_in_ms;     /* the client sent it in milliseconds (else seconds) */
+} event_edit_t;
+
+/* Why an event is invalid: fills `f` and returns 1 (the "invalid" outcome of the validators). */
+__attribute__((format(printf, 3, 4))) static int event_fail(event_failure_t *f, const char *field,
+                                                            const char *fmt, ...)
+{
+    va_list ap;
+
+    snprintf(f->field, sizeof(f->field), "%s", field);
+    va_start(ap, fmt);
+    vsnprintf(f->message, sizeof(f->message), fmt, ap);
+    va_end(ap);
+    return 1;
+}
+
+/*
+ * Depth of `s` outside strings, and the number of commas directly inside a top-level array.
+ * It only has to agree with jansson on valid JSON: on invalid text jansson stops at the first
+ * error, and the depth up to there is no more than what this scan saw.
+ */
+static int event_scan(const char *s, size_t len, size_t *commas)
+{
+    size_t depth = 0, n = 0;
+    int in_string = 0;
+
+    for (size_t i = 0; i < len; i++) {
+        uint8_t c = scan_class[(unsigned char)s[i]];
+        if (c == 0)
+            continue;
+        if (in_string) {
+            if (c == SCAN_BACKSLASH)
+                i++;
+            else if (c == SCAN_QUOTE)
+                in_string = 0;
+            continue;
+        }
+        switch (c) {
+        case SCAN_QUOTE:
+            in_string = 1;
+            break;
+        case SCAN_OPEN:
+            if (++depth > EVENT_MAX_JSON_DEPTH)
+                return -EINVAL;
+            break;
+        case SCAN_CLOSE:
+            if (depth > 0)
+                depth--;
+            break;
+        case SCAN_COMMA:
+            n += depth == 1;
+            break;
+        }
+    }
+    *commas = n;
+    return 0;
+}
+
+static int is_nonempty_string(const json_t *v)
+{
+    return json_is_string(v) && json_string_length(v) > 0;
+}
+
+/* A usable $insert_id: 1 to 36 bytes of [A-Za-z0-9-]. */
+static int insert_id_valid(const json_t *v)
+{
+    const unsigned char *s;
+    size_t n;
+
+    if (!json_is_string(v))
+        return 0;
+    n = json_string_length(v);
+    if (n == 0 || n > EVENT_INSERT_ID_MAX)
+        return 0;
+    s = (const unsigned char *)json_string_value(v);
+    for (size_t i = 0; i < n; i++)
+        if (!insert_id_ok[s[i]])
+            return 0;
+    return 1;
+}
+
+/* Nesting and size limits of one property value (`level` = containers above it, plus one). */
+static int check_value(const json_t *v, int level, const char *where, const char *key,
+                       event_failure_t *f)
+{
+    char field[sizeof(f->field)];
+
+    if (!json_is_object(v) && !json_is_array(v))
+        return 0;
+    snprintf(field, sizeof(field), "%s.%s", where, key);
+    if (level > EVENT_MAX_NESTING)
+        return event_fail(f, field, "'%s' is nested more than %d levels deep", field,
+                          EVENT_MAX_NESTING);
+    if (json_is_object(v)) {
+        if (json_object_size(v) >= EVENT_MAX_CONTAINER_ITEMS)
+            return event_fail(f, field, "'%s' has more than %d keys", field,
+                              EVENT_MAX_CONTAINER_ITEMS - 1);
+        for (void *it = json_object_iter((json_t *)v); it;
+             it = json_object_iter_next((json_t *)v, it))
+            if (check_value(json_object_iter_value(it), level + 1, where, key, f))
+                return 1;
+    } else {
+        if (json_array_size(v) >= EVENT_MAX_CONTAINER_ITEMS)
+            return event_fail(f, field, "'%s' has more than %d elements", field,
+                              EVENT_MAX_CONTAINER_ITEMS - 1);
+        for (size_t i = 0; i < json_array_size(v); i++)
+            if (check_value(json_array_get(v, i), level + 1, where, key, f))
+                return 1;
+    }
+    return 0;
+}
+
+/* The limits of a properties object (or an operation's object): key count, then each value. */
+static int check_properties(const json_t *props, const char *where, event_failure_t *f)
+{
+    if (json_object_size(props) >= EVENT_MAX_PROPERTIES)
+        return event_fail(f, where, "'%s' has more than %d properties", where,
+                          EVENT_MAX_PROPERTIES - 1);
+    for (void *it = json_object_iter((json_t *)props); it;
+         it = json_object_iter_next((json_t *)props, it))
+        if (check_value(json_object_iter_value(it), 1, where, json_object_iter_key(it), f))
+            return 1;
+    return 0;
+}
+
+/* Check the token against the allow-list: -EACCES refuses the whole request. */
+static int check_token(event_ctx_t *cx, const json_t *tok)
+{
+    const config_list_t *list = cx->opts->tokens;
+
+    if (list == NULL || list->n == 0)
+        return 0;
+    if (config_list_has(list, json_string_value(tok), json_string_length(tok)))
+        return 0;
+    return -EACCES;
+}
+
+/* The client's address goes in as `key` unless the object has that key already (any value). */
+static int want_ip(event_ctx_t *cx, json_t *obj, const char *key, event_edit_t *edit)
+{
+    if (cx->opts->ip != NULL && json_object_get(obj, key) == NULL) {
+        edit->ip_obj = obj;
+        edit->ip_key = key;
+    }
+    return 0;
+}
+
+/* properties.time: the range of the endpoint; on /track a future time becomes now. */
+static int check_time(event_ctx_t *cx, json_t *t, event_failure_t *f, event_edit_t *edit)
+{
+    uint64_t now_ms = cx->opts->now_ms;
+    double v, ms;
+    int in_ms;
+
+    if (!json_is_number(t))
+        return event_fail(f, "properties.time", "'properties.time' must be a number");
+    v = json_number_value(t);
+    in_ms = v > EVENT_TIME_MS_THRESHOLD;
+    ms = in_ms ? v : v * 1000.0;
+    if (cx->opts->endpoint == SEGMENT_EP_IMPORT) {
+        if (ms < EVENT_IMPORT_MIN_MS)
+            return event_fail(f, "properties.time", "'properties.time' is before 1971-01-01");
+        if (ms > (double)now_ms + EVENT_IMPORT_MAX_AHEAD_MS)
+            return event_fail(f, "properties.time",
+                              "'properties.time' is more than 1 hour in the future");
+        return 0;
+    }
+    if (ms < (double)now_ms - EVENT_TRACK_MAX_AGE_MS)
+        return event_fail(f, "properties.time",
+                          "'properties.time' is more than 5 days old; send older events to "
+                          "/import");
+    if (ms > (double)now_ms) {
+        /* Clamped to now when stored, in the unit and JSON type the client used. */
+        edit->time = t;
+        edit->time_in_ms = in_ms;
+    }
+    return 0;
+}
+
+/* An event for /track or /import. */
+static int validate_track(event_ctx_t *cx, json_t *ev, event_failure_t *f, event_edit_t *edit)
+{
+    int import = cx->opts->endpoint == SEGMENT_EP_IMPORT;
+    json_t *props, *tok, *t, *did, *iid;
+    int rc;
+
+    props = json_object_get(ev, "properties");
+    iid = json_is_object(props) ? json_object_get(props, "$insert_id") : NULL;
+    if (iid != NULL && insert_id_valid(iid))
+        memcpy(f->insert_id, json_string_value(iid), json_string_length(iid) + 1);
+    if (!is_nonempty_string(json_object_get(ev, "event")))
+        return event_fail(f, "event", "'event' must be a non-empty string");
+    if (props == NULL)
+        return event_fail(f, "properties.token", "'properties.token' is missing");
+    if (!json_is_object(props))
+        return event_fail(f, "properties", "'properties' must be an object");
+    tok = json_object_get(props, "token");
+    if (tok == NULL)
+        return event_fail(f, "properties.token", "'properties.token' is missing");
+    if (!is_nonempty_string(tok))
+        return event_fail(f, "properties.token", "'properties.token' must be a non-empty string");
+    if ((rc = check_token(cx, tok)) < 0)
+        return rc;
+    t = json_object_get(props, "time");
+    if (t == NULL && import)
+        return event_fail(f, "properties.time", "'properties.time' is missing");
+    if (t != NULL && (rc = check_time(cx, t, f, edit)) != 0)
+        return rc;
+    did = json_object_get(props, "distinct_id");
+    if (did == NULL && import)
+        return event_fail(f, "properties.distinct_id", "'properties.distinct_id' is missing");
+    if (did != NULL && !json_is_string(did) && !json_is_number(did))
+        return event_fail(f, "properties.distinct_id",
+                          "'properties.distinct_id' must be a string or a number");
+    if (iid == NULL && import)
+        return event_fail(f, "properties.$insert_id", "'properties.$insert_id' is missing");
+    if (iid != NULL && !insert_id_valid(iid))
+        return event_fail(f, "properties.$insert_id",
+                          "'properties.$insert_id' must be 1 to 36 characters of [A-Za-z0-9-]");
+    if (check_properties(props, "properties", f))
+        return 1;
+    return want_ip(cx, props, "ip", edit);
+}
+
+/* The value of an engage/groups operation. */
+static int check_op(const json_t *v, const char *name, int kind, event_failure_t *f)
+{
+    switch (kind) {
+    case EVENT_OP_ANY:
+        return 0;
+    case EVENT_OP_STRING_LIST:
+        if (!json_is_array(v))
+            return event_fail(f, name, "'%s' must be an array of property names", name);
+        if (json_array_size(v) >= EVENT_MAX_CONTAINER_ITEMS)
+            return event_fail(f, name, "'%s' has more than %d elements", name,
+                              EVENT_MAX_CONTAINER_ITEMS - 1);
+        for (size_t i = 0; i < json_array_size(v); i++)
+            if (!json_is_string(json_array_get(v, i)))
+                return event_fail(f, name, "'%s' must be an array of property names", name);
+        return 0;
+    default:
+        break;
+    }
+    if (!json_is_object(v))
+        return event_fail(f, name, "'%s' must be an object", name);
+    for (void *it = json_object_iter((json_t *)v); it;
+         it = json_object_iter_next((json_t *)v, it)) {
+        const char *key = json_object_iter_key(it);
+        const json_t *item = json_object_iter_value(it);
+        if (kind == EVENT_OP_NUMBERS && !json_is_number(item))
+            return event_fail(f, name, "'%s.%s' must be a number", name, key);
+        if (kind == EVENT_OP_LISTS && !json_is_array(item))
+            return event_fail(f, name, "'%s.%s' must be an array", name, key);
+    }
+    return check_properties(v, name, f);
+}
+
+/* A profile update (/engage) or a group update (/groups). */
+static int validate_profile(event_ctx_t *cx, json_t *ev, event_failure_t *f, event_edit_t *edit)
+{
+    int groups = cx->opts->endpoint == SEGMENT_EP_GROUPS;
+    const char *op = NULL;
+    int op_kind = 0;
+    json_t *tok, *id, *v, *op_val = NULL;
+    int rc;
+
+    tok = json_object_get(ev, "$token");
+    if (tok == NULL)
+        return event_fail(f, "$token", "'$token' is missing");
+    if (!is_nonempty_string(tok))
+        return event_fail(f, "$token", "'$token' must be a non-empty string");
+    if ((rc = check_token(cx, tok)) < 0)
+        return rc;
+    if (groups) {
+        if (!is_nonempty_string(json_object_get(ev, "$group_key")))
+            return event_fail(f, "$group_key", "'$group_key' must be a non-empty string");
+        id = json_object_get(ev, "$group_id");
+        if (id == NULL)
+            return event_fail(f, "$group_id", "'$group_id' is missing");
+        if (!json_is_string(id) && !json_is_number(id))
+            return event_fail(f, "$group_id", "'$group_id' must be a string or a number");
+    } else {
+        id = json_object_get(ev, "$distinct_id");
+        if (id == NULL)
+            return event_fail(f, "$distinct_id", "'$distinct_id' is missing");
+        if (!json_is_string(id) && !json_is_number(id))
+            return event_fail(f, "$distinct_id", "'$distinct_id' must be a string or a number");
+    }
+    /* Exactly one operation; other keys ($device_id, $user_id, ...) pass through untouched. */
+    for (void *it = json_object_iter(ev); it; it = json_object_iter_next(ev, it)) {
+        const char *key = json_object_iter_key(it);
+        size_t key_len = json_object_iter_key_len(it);
+        if (key[0] != '$')
+            continue;
+        for (size_t i = 0; i < EVENT_NOPS; i++) {
+            if (key_len != event_ops[i].len || memcmp(key, event_ops[i].name, key_len) != 0)
+                continue;
+            if (groups && !event_ops[i].groups)
+                return event_fail(f, key, "'%s' is not supported on /groups", key);
+            if (op != NULL)
+                return event_fail(f, key, "more than one operation ('%s' and '%s')", op, key);
+            op = event_ops[i].name;
+            op_kind = event_ops[i].kind;
+            op_val = json_object_iter_value(it);
+            break;
+        }
+    }
+    if (op == NULL)
+        return event_fail(f, "", "missing operation: one of %s required",
+                          groups ? "$set, $set_once, $unset, $union, $remove, $delete"
+                                 : "$set, $set_once, $add, $union, $append, $remove, $unset, "
+                                   "$delete");
+    if (check_op(op_val, op, op_kind, f))
+        return 1;
+    v = json_object_get(ev, "$ip");
+    if (v != NULL && !json_is_string(v))
+        return event_fail(f, "$ip", "'$ip' must be a string");
+    v = json_object_get(ev, "$time");
+    if (v != NULL && !json_is_number(v))
+        return event_fail(f, "$time", "'$time' must be a number");
+    v = json_object_get(ev, "$ignore_time");
+    if (v != NULL && !json_is_boolean(v))
+        return event_fail(f, "$ignore_time", "'$ignore_time' must be true or false");
+    return want_ip(cx, ev, "$ip", edit);
+}
+
+/* Index just past the string that starts at s[i] == '"' (the text is valid JSON). */
+static size_t skip_string(const char *s, size_t i, size_t n)
+{
+    size_t j = i + 1;
+
+    for (;;) {
+        const char *q = memchr(s + j, '"', n - j);
+        size_t k, backslashes = 0;
+        if (q == NULL)
+            return n;
+        k = (size_t)(q - s);
+        /* Escaped if an odd number of backslashes precede it; the opening quote stops the walk. */
+        while (s[k - 1 - backslashes] == '\\')
+            backslashes++;
+        if (backslashes % 2 == 0)
+            return k + 1;
+        j = k + 1;
+    }
+}
+
+static size_t skip_blank(const char *s, size_t i, size_t n)
+{
+    while (i < n && blank[(unsigned char)s[i]])
+        i++;
+    return i;
+}
+
+/* Index just past the value that starts at s[i]. */
+static size_t skip_value(const char *s, size_t i, size_t n)
+{
+    size_t depth = 0;
+
+    if (s[i] == '"')
+        return skip_string(s, i, n);
+    if (s[i] != '{' && s[i] != '[') {
+        while (i < n && !scalar_end[(unsigned char)s[i]])
+            i++;
+        return i;
+    }
+    while (i < n) {
+        char c = s[i];
+        if (c == '"') {
+            i = skip_string(s, i, n);
+            continue;
+        }
+        if (c == '{' || c == '[')
+            depth++;
+        else if ((c == '}' || c == ']') && --depth == 0)
+            return i + 1;
+        i++;
+    }
+    return n;
+}
+
+/*
+ * In the object at s[i] == '{', the value of the member whose key is written `key` with no
+ * escapes. Returns 1 with its span, 0 if there is none, -1 if there is none but some key holds
+ * an escape (it may be `key` spelled differently: the caller cannot tell where it is).
+ */
+static int find_member(const char *s, size_t i, size_t n, const char *key, size_t *vs, size_t *ve)
+{
+    size_t klen = strlen(key);
+    int escaped = 0;
+
+    i = skip_blank(s, i + 1, n);
+    while (i < n && s[i] == '"') {
+        size_t kend = skip_string(s, i, n);
+        int match = kend - i - 2 == klen && memcmp(s + i + 1, key, klen) == 0;
+        escaped |= memchr(s + i + 1, '\\', kend - i - 2) != NULL;
+        i = skip_blank(s, kend, n);  /* at ':' */
+        i = skip_blank(s, i + 1, n); /* at the value */
+        *vs = i;
+        *ve = i = skip_value(s, i, n);
+        if (match)
+            return 1;
+        i = skip_blank(s, i, n);
+        if (i < n && s[i] == ',')
+            i = skip_blank(s, i + 1, n);
+    }
+    return escaped ? -1 : 0;
+}
+
+/* Copy s[from..to) without the blanks between tokens; both ends lie outside strings. */
+static size_t minify(char *out, const char *s, size_t from, size_t to)
+{
+    size_t o = 0, i = from;
+
+    while (i < to) {
+        if (s[i] == '"') {
+            size_t e = skip_string(s, i, to);
+            memcpy(out + o, s + i, e - i);
+            o += e - i;
+            i = e;
+        } else {
+            out[o] = s[i];
+            o += !blank[(unsigned char)s[i]];
+            i++;
+        }
+    }
+    return o;
+}
+
+/* Now, as the client would have written the clamped time: same unit, integer or real. */
+static size_t format_now(char *buf, size_t size, uint64_t now_ms, int in_ms, int integer)
+{
+    unsigned long long sec = now_ms / 1000, frac = now_ms % 1000;
+    int n;
+
+    if (in_ms)
+        n = snprintf(buf, size, integer ? "%llu" : "%llu.0", (unsigned long long)now_ms);
+    else if (integer)
+        n = snprintf(buf, size, "%llu", sec);
+    else if (frac == 0)
+        n = snprintf(buf, size, "%llu.0", sec);
+    else {
+        n = snprintf(buf, size, "%llu.%03llu", sec, frac);
+        while (buf[n - 1] == '0')
+            n--;
+    }
+    return (size_t)n;
+}
+
+/* Make room for `need` more payload bytes in the block. */
+static int block_reserve(event_ctx_t *cx, size_t need)
+{
+    size_t hdr = cx->nslots * sizeof(log_record_t), ncap;
+    char *nb;
+
+    if (cx->cap - cx->used >= need)
+        return 0;
+    ncap = cx->cap * 2 > cx->used + need ? cx->cap * 2 : cx->used + need;
+    nb = realloc(cx->block, hdr + ncap);
+    if (nb == NULL)
+        return -ENOMEM;
+    cx->block = nb;
+    cx->cap = ncap;
+    return 0;
+}
+
+/* One text edit: replace [from, to) with rep[0..len). */
+typedef struct {
+    size_t from, to;
+    const char *rep;
+    size_t len;
+} text_edit_t;
+
+/*
+ * The event s[start..end) as a payload: minified, with the edits spliced in. Returns its length,
+ * 0 when the text cannot say where an edit goes (the caller serializes the tree instead), or
+ * -ENOMEM.
+ */
+static ssize_t store_text(event_ctx_t *cx, size_t start, size_t end, const event_edit_t *edit)
+{
+    const char *s = cx->text;
+    char ip_member[EVENT_IP_JSON_MAX + 16], now[32];
+    text_edit_t ed[2];
+    size_t ned = 0, ps = start, pe = end, vs, ve;
+    int rc;
+
+    if (edit->time != NULL || (edit->ip_obj != NULL && strcmp(edit->ip_key, "ip") == 0)) {
+        /* The edits go into properties: find it (and time in it). */
+        if (find_member(s, start, end, "properties", &ps, &pe) != 1)
+            return 0;
+    }
+    if (edit->time != NULL) {
+        if (find_member(s, ps, pe, "time", &vs, &ve) != 1)
+            return 0;
+        ed[ned].from = vs;
+        ed[ned].to = ve;
+        ed[ned].rep = now;
+        ed[ned++].len = format_now(now, sizeof(now), cx->opts->now_ms, edit->time_in_ms,
+                                   json_is_integer(edit->time));
+    }
+    if (edit->ip_obj != NULL) {
+        /* Before the closing brace of properties (or of the profile update). */
+        int n = snprintf(ip_member, sizeof(ip_member), "%s\"%s\":%.*s",
+                         json_object_size(edit->ip_obj) ? "," : "", edit->ip_key,
+                         (int)cx->ip_json_len, cx->ip_json);
+        ed[ned].from = ed[ned].to = pe - 1;
+        ed[ned].rep = ip_member;
+        ed[ned++].len = (size_t)n;
+    }
+    if ((rc = block_reserve(cx, end - start + sizeof(ip_member) + sizeof(now) + 1)) < 0)
+        return rc;
+    char *out = cx->block + cx->nslots * sizeof(log_record_t) + cx->used;
+    size_t o = 0, pos = start;
+    for (size_t i = 0; i < ned; i++) {
+        o += minify(out + o, s, pos, ed[i].from);
+        memcpy(out + o, ed[i].rep, ed[i].len);
+        o += ed[i].len;
+        pos = ed[i].to;
+    }
+    o += minify(out + o, s, pos, end);
+    return (ssize_t)o;
+}
+
+/* The event as jansson serializes it, after applying the edits to the tree. */
+static ssize_t store_tree(event_ctx_t *cx, json_t *ev, const event_edit_t *edit)
+{
+    size_t flags = JSON_COMPACT | JSON_PRESERVE_ORDER, n;
+    uint64_t now_ms = cx->opts->now_ms;
+    json_t *t = edit->time;
+    int rc;
+
+    if (t != NULL && json_is_integer(t))
+        json_integer_set(t, (json_int_t)(edit->time_in_ms ? now_ms : now_ms / 1000));
+    else if (t != NULL)
+        json_real_set(t, edit->time_in_ms ? (double)now_ms : (double)now_ms / 1000.0);
+    if (edit->ip_obj != NULL && json_object_set_nocheck(edit->ip_obj, edit->ip_key, cx->ip) != 0)
+        return -ENOMEM;
+    n = json_dumpb(ev, NULL, 0, flags);
+    if (n == 0)
+        return -ENOMEM; /* a parsed tree always serializes; only an allocation can fail */
+    if ((rc = block_reserve(cx, n + 1)) < 0)
+        return rc;
+    if (json_dumpb(ev, cx->block + cx->nslots * sizeof(log_record_t) + cx->used, n, flags) != n)
+        return -ENOMEM;
+    return (ssize_t)n;
+}
+
+/* Store a valid event (text s[start..end)) after the payloads already in the block. */
+static int event_store(event_ctx_t *cx, json_t *ev, size_t start, size_t end,
+                       const event_edit_t *edit, event_failure_t *f)
+{
+    ssize_t n = 0;
+
+    if (!cx->from_tree)
+        n = store_text(cx, start, end, edit);
+    if (n == 0)
+        n = store_tree(cx, ev, edit);
+    if (n < 0)
+        return (int)n;
+    if ((size_t)n > cx->opts->max_event_bytes)
+        return event_fail(f, "", "event is larger than %zu bytes", cx->opts->max_event_bytes);
+    cx->block[cx->nslots * sizeof(log_record_t) + cx->used + (size_t)n] = '\0';
+    /* Payload pointers are set once the block stops moving; the length is enough until then. */
+    log_record_t *r = (log_record_t *)(void *)cx->block + cx->b->nrecords++;
+    r->payload = NULL;
+    r->len = (size_t)n;
+    r->time_ms = cx->opts->now_ms;
+    r->endpoint = cx->opts->endpoint;
+    cx->used += (size_t)n + 1;
+    return 0;
+}
+
+static int add_failure(event_ctx_t *cx, const event_failure_t *f)
+{
+    event_batch_t *b = cx->b;
+
+    if (b->nfailures == cx->failures_cap) {
+        size_t ncap = cx->failures_cap ? cx->failures_cap * 2 : EVENT_FAILURES_INITIAL;
+        event_failure_t *nf = realloc(b->failures, ncap * sizeof(*nf));
+        if (nf == NULL)
+            return -ENOMEM;
+        b->failures = nf;
+        cx->failures_cap = ncap;
+    }
+    if (b->nfailures == 0)
+        snprintf(b->error, sizeof(b->error), "%s", f->message);
+    b->failures[b->nfailures++] = *f;
+    return 0;
+}
+
+/* Validate and store one event; invalid ones are recorded as failures. */
+static int event_one(event_ctx_t *cx, json_t *ev, size_t index, size_t start, size_t end)
+{
+    event_edit_t edit = {NULL, NULL, NULL, 0};
+    event_failure_t f;
+    int rc;
+
+    f.index = index;
+    f.insert_id[0] = f.field[0] = f.message[0] = '\0';
+    if (!json_is_object(ev))
+        rc = event_fail(&f, "", "event %zu is not a JSON object", index);
+    else if (cx->opts->endpoint == SEGMENT_EP_TRACK || cx->opts->endpoint == SEGMENT_EP_IMPORT)
+        rc = validate_track(cx, ev, &f, &edit);
+    else
+        rc = validate_profile(cx, ev, &f, &edit);
+    if (rc == 0)
+        rc = event_store(cx, ev, start, end, &edit, &f);
+    if (rc == 1)
+        rc = add_failure(cx, &f);
+    return rc;
+}
+
+static void batch_reset(event_batch_t *b)
+{
+    free(b->records);
+    free(b->failures);
+    b->records = NULL;
+    b->failures = NULL;
+    b->nrecords = b->nfailures = b->nevents = 0;
+}
+
+int event_batch_parse(event_batch_t *b, const char *json, size_t len, const event_opts_t *opts)
+{
+    event_ctx_t cx = {.b = b, .opts = opts, .text = json};
+    json_error_t jerr;
+    json_t *root = NULL;
+    size_t commas, nevents, i = 0, pos;
+    int rc;
+
+    memset(b, 0, sizeof(*b));
+    while (i < len && (json[i] == ' ' || json[i] == '\t' || json[i] == '\r' || json[i] == '\n'))
+        i++;
+    if (i == len) {
+        snprintf(b->error, sizeof(b->error), "data, missing or empty");
+        return -EINVAL;
+    }
+    if (opts->endpoint < SEGMENT_EP_TRACK || opts->endpoint > SEGMENT_EP_IMPORT) {
+        snprintf(b->error, sizeof(b->error), "unknown endpoint");
+        return -EINVAL;
+    }
+    if (event_scan(json, len, &commas) < 0) {
+        snprintf(b->error, sizeof(b->error), "data, nesting too deep (more than %d levels)",
+                 EVENT_MAX_JSON_DEPTH);
+        return -EINVAL;
+    }
+    if (json[i] == '[' && commas + 1 > opts->max_events)
+        goto too_many;
+    /* NUL in strings is allowed; lengths are used throughout. Duplicate keys are not refused (the
+     * last one wins, as in JSON.parse) rather than losing a whole batch for one event; but the
+     * text of such a request is not what was validated, so its events are stored as jansson
+     * serializes them, each key once. */
+    root = json_loadb(json, len, JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL && json_error_code(&jerr) == json_error_duplicate_key) {
+        cx.from_tree = 1;
+        root = json_loadb(json, len, JSON_ALLOW_NUL, &jerr);
+    }
+    if (root == NULL) {
+        snprintf(b->error, sizeof(b->error), "data, invalid JSON: %s", jerr.text);
+        return -EINVAL;
+    }
+    nevents = json_is_array(root) ? json_array_size(root) : 1;
+    if (nevents > opts->max_events)
+        goto too_many;
+    if (nevents == 0) {
+        json_decref(root);
+        snprintf(b->error, sizeof(b->error), "data, missing or empty");
+        return 0;
+    }
+    if (opts->ip != NULL) {
+        /* The ip as JSON text once per request; an odd one goes the tree way. */
+        if ((cx.ip = json_string(opts->ip)) == NULL) {
+            /* Bad UTF-8, or no memory: only the unchecked variant can tell them apart. */
+            json_t *raw = json_string_nocheck(opts->ip);
+            if (raw == NULL)
+                goto nomem;
+            json_decref(raw);
+            json_decref(root);
+            snprintf(b->error, sizeof(b->error), "client address is not valid UTF-8");
+            return -EINVAL;
+        }
+        cx.ip_json_len = json_dumpb(cx.ip, cx.ip_json, sizeof(cx.ip_json), JSON_ENCODE_ANY);
+        if (cx.ip_json_len == 0 || cx.ip_json_len > sizeof(cx.ip_json))
+            cx.from_tree = 1;
+    }
+    cx.nslots = nevents;
+    cx.cap = len + EVENT_EDIT_SLACK * nevents;
+    cx.block = malloc(nevents * sizeof(log_record_t) + cx.cap);
+    if (cx.block == NULL)
+        goto nomem;
+    b->records = (log_record_t *)(void *)cx.block;
+    b->nevents = nevents;
+    /* Walk the text alongside the tree: each event's span is where its record comes from. */
+    pos = json_is_array(root) ? i + 1 : i;
+    for (i = 0; i < nevents; i++) {
+        size_t start = skip_blank(json, pos, len), end = skip_value(json, start, len);
+        pos = skip_blank(json, end, len) + 1; /* past the ',' */
+        rc = event_one(&cx, json_is_array(root) ? json_array_get(root, i) : root, i, start, end);
+        b->records = (log_record_t *)(void *)cx.block;
+        if (rc < 0)
+            goto fail;
+    }
+    if (b->nrecords == 0) {
+        free(cx.block);
+        b->records = NULL;
+    } else {
+        char *p = cx.block + cx.nslots * sizeof(log_record_t);
+        for (i = 0; i < b->nrecords; i++) {
+            b->records[i].payload = p;
+            p += b->records[i].len + 1;
+        }
+    }
+    json_decref(cx.ip);
+    json_decref(root);
+    return 0;
+
+too_many:
+    json_decref(root);
+    snprintf(b->error, sizeof(b->error), "data, more than %zu events", opts->max_events);
+    return -E2BIG;
+nomem:
+    rc = -ENOMEM;
+fail:
+    batch_reset(b);
+    json_decref(cx.ip);
+    json_decref(root);
+    if (rc == -EACCES)
+        snprintf(b->error, sizeof(b->error), "Invalid credentials: token not allowed");
+    else
+        snprintf(b->error, sizeof(b->error), "out of memory");
+    return rc;
+}
+
+void event_batch_free(event_batch_t *b)
+{
+    batch_reset(b);
+}
