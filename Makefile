@@ -41,7 +41,7 @@ BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
 
-.PHONY: all deps deps-test run test test-unit test-blackbox test-san bench fuzz clean format check-format
+.PHONY: all deps deps-test run test test-unit test-blackbox test-browser test-san bench fuzz clean format check-format
 
 all: $(BIN)/trackd $(BIN)/trackctl $(BIN)/trackbench
 
@@ -93,16 +93,21 @@ run: deps all
 # `make test`: everything CI checks. Unit tests and black-box tests, first against the optimised
 # build (with -Werror), then against an ASan+UBSan build.
 test: deps-test
-	$(MAKE) WERROR=1 all $(BUILD)/unit-tests
+	$(MAKE) WERROR=1 all $(BUILD)/unit-tests build/fault_shim.so
 	$(MAKE) test-unit
 	$(MAKE) test-blackbox
+	$(MAKE) test-browser
 	$(MAKE) test-san
+	$(MAKE) fuzz FUZZ_TIME=$(FUZZ_TIME)
 
 test-unit: $(BUILD)/unit-tests
 	$(BUILD)/unit-tests
 
-test-blackbox: all
+test-blackbox: all build/fault_shim.so
 	scripts/blackbox.sh $(BIN)
+
+test-browser: all
+	scripts/browser-tests.sh $(BIN)
 
 test-san:
 	$(MAKE) SANITIZE=address,undefined BIN=build/san/bin WERROR=1 build/san/bin/trackd build/san/bin/trackctl build/san/unit-tests

@@ -31,6 +31,13 @@ typedef struct {
     size_t n;
 } config_list_t;
 
+/** A per-token rate limit: `rate` events per second refilled into a bucket of `burst`. */
+typedef struct {
+    char *token;    /* the project token (owned); NULL for the default limit */
+    uint64_t rate;  /* events per second; 0 = unlimited */
+    uint64_t burst; /* bucket size in events (>= 1 when rate > 0) */
+} config_rate_t;
+
 /** One trusted proxy network (address + prefix length), parsed from "ADDR[/BITS]". */
 typedef struct {
     int family; /* AF_INET or AF_INET6 */
@@ -72,6 +79,18 @@ typedef struct {
     int write_timeout_ms;       /* a response must drain within; connection closed; default 30000 */
     int retry_after_s;          /* Retry-After value sent with 503; default 1 */
 
+    /* Overload control and readiness (docs/operations.md). */
+    size_t queue_high_water;       /* writer queue bytes from which requests are shed at the head
+                                      (503) and /readyz fails; 0 = half of queue_max_bytes */
+    uint64_t disk_low_water_bytes; /* /readyz fails below this much free space in data_dir;
+                                      default 256 MiB */
+    size_t memory_budget_bytes;    /* request buffers per worker (heads, bodies, gzip output);
+                                      a request that would pass it: 503 before its body is read;
+                                      default 64 MiB */
+    config_rate_t rate_limit;      /* default per-token limit (token NULL); rate 0 = off (default) */
+    config_rate_t *rate_limit_tokens; /* per-token overrides of rate_limit; over: 429 */
+    size_t nrate_limit_tokens;
+
     /* API (../shared/API.md). */
     size_t max_events_per_request;  /* default 2000; more -> 413 */
     size_t max_event_bytes;         /* one event's JSON; default 1000000 (invalid event) */
@@ -110,6 +129,12 @@ void config_free(config_t *cfg);
 
 /** 1 if `addr` is inside one of the trusted proxy networks. */
 int config_is_trusted_proxy(const config_t *cfg, const struct sockaddr *addr);
+
+/** The writer queue's high-water mark in bytes: queue_high_water, or half of queue_max_bytes. */
+size_t config_queue_high_water(const config_t *cfg);
+
+/** The rate limit that applies to `token` (length `len`): its override, else rate_limit. */
+const config_rate_t *config_rate_for(const config_t *cfg, const char *token, size_t len);
 
 /** 1 if `s` (length `len`) is in `list`. */
 int config_list_has(const config_list_t *list, const char *s, size_t len);

@@ -18,6 +18,7 @@ static struct {
 } tests[TEST_MAX];
 static int ntests;
 static char tmpdir[256];
+static char self_path[4096];
 
 void test_register(const char *name, test_fn fn, int timeout_s)
 {
@@ -29,6 +30,11 @@ void test_register(const char *name, test_fn fn, int timeout_s)
     tests[ntests].fn = fn;
     tests[ntests].timeout_s = timeout_s;
     ntests++;
+}
+
+const char *test_self_path(void)
+{
+    return self_path;
 }
 
 const char *test_tmpdir(void)
@@ -75,6 +81,9 @@ static int run_one(int i)
 int main(int argc, char **argv)
 {
     const char *pattern = argc > 1 ? argv[1] : NULL;
+
+    if (realpath(argv[0], self_path) == NULL)
+        snprintf(self_path, sizeof(self_path), "/proc/self/exe");
     int passed = 0, failed = 0, n = 0;
 
     /* Sort by name so the order is stable whatever the link order. */

@@ -54,6 +54,10 @@ void test_register(const char *name, test_fn fn, int timeout_s);
         }                                                                                          \
     } while (0)
 
+/** Absolute path of the running test binary, for tests that re-run it (argv[0], not
+ * /proc/self/exe, which names valgrind's tool when run under valgrind). */
+const char *test_self_path(void);
+
 /** A fresh empty directory under $TMPDIR for this test; removed by the runner afterwards. */
 const char *test_tmpdir(void);
 
