@@ -13,6 +13,11 @@
  * A client that vanishes while its handler waits on the log only closes the socket; the handler
  * finishes, its events stay stored, and http_conn_respond() tells it the answer was dropped.
  *
+ * Memory: parked bytes and answers waiting to drain are charged to the loop's memory budget
+ * (http_env_charge), like the requests themselves (http_parser.c). A busy connection reads at
+ * most what the budget has room for, and stops reading when it has none, until its handler is
+ * done: the bytes wait in the kernel's socket buffer instead of ours.
+ *
  * Closing after an error answer is "lingering": shut down our side, then read and discard what
  * the client still sends for a while, so the kernel does not reset the connection and destroy
  * the answer before the client reads it (a 413 sent before the body was read, for instance).
@@ -34,12 +39,16 @@
 #define HTTP_PENDING_MAX (64 * 1024)
 /** How long a closing connection may keep sending before it is cut. */
 #define HTTP_LINGER_MS 2000
+/* At a graceful stop, a connection that has not sent its first byte yet gets this long to. */
+#define HTTP_STOP_GRACE_MS 1000
 /** Stack of a handler coroutine: jansson recursion and zlib inflate run on it. */
 #define HTTP_CORO_STACK (256 * 1024)
 /** Idle coroutine stacks kept per loop. */
 #define HTTP_CORO_FREE 64
 /** Body of the 503 sent to a connection beyond max_connections. */
 #define HTTP_BUSY_BODY "too many connections"
+/** A busy connection reads only if the memory budget has at least this much room. */
+#define HTTP_PARK_MIN 4096
 
 typedef enum {
     HTTP_PH_IDLE = 0, /* between requests (keep-alive) */
@@ -72,6 +81,7 @@ struct http_conn_s {
     uint8_t early;       /* answered at its head: drop the request when it completes */
     uint8_t keep_alive;  /* the current request allows another */
     uint8_t http10;
+    uint8_t used;        /* the client has sent at least one byte */
     union {
         struct sockaddr sa;
         struct sockaddr_in in;
@@ -99,6 +109,7 @@ struct http_server_s {
 typedef struct {
     uv_write_t req;
     http_conn_t *conn;
+    size_t charged; /* bytes charged to the memory budget for this write */
     char data[];
 } http_write_t;
 
@@ -139,6 +150,19 @@ void http_server_free(http_server_t *s)
 void http_server_stats(const http_server_t *s, http_stats_t *st)
 {
     *st = s->stats;
+    st->mem_used = s->env.mem_used;
+    st->mem_peak = s->env.mem_peak;
+    st->mem_budget = s->env.mem_budget;
+    st->mem_refused = s->env.mem_refused;
+}
+
+/* Free the parked bytes and give their memory back. */
+static void conn_pending_free(http_conn_t *c)
+{
+    http_env_release(&c->server->env, c->pending_cap);
+    free(c->pending);
+    c->pending = NULL;
+    c->pending_len = c->pending_cap = 0;
 }
 
 size_t http_conn_idle_bytes(void)
@@ -168,7 +192,7 @@ static void conn_unref(http_conn_t *c)
     if (--c->refs > 0)
         return;
     http_parser_free(&c->parser);
-    free(c->pending);
+    conn_pending_free(c);
     free(c);
     s->nalloc--;
     if (s->stopping && s->nalloc == 0 && s->stop_cb) {
@@ -278,6 +302,7 @@ static void conn_on_write(uv_write_t *req, int status)
     http_write_t *w = (http_write_t *)req;
     http_conn_t *c = w->conn;
 
+    http_env_release(&c->server->env, w->charged);
     free(w);
     c->writes--;
     if (status < 0 && !c->closing)
@@ -313,6 +338,9 @@ static int conn_write(http_conn_t *c, uv_buf_t *bufs, unsigned nbufs)
         conn_close(c);
         return -ENOMEM;
     }
+    /* The answer exists already: charged in any case, so new requests see the memory it holds. */
+    w->charged = sizeof(*w) + total - skip;
+    http_env_charge(&c->server->env, w->charged, 1);
     size_t o = 0;
     for (unsigned i = 0; i < nbufs; i++) {
         size_t l = bufs[i].len;
@@ -329,6 +357,7 @@ static int conn_write(http_conn_t *c, uv_buf_t *bufs, unsigned nbufs)
     uv_buf_t rest = uv_buf_init(w->data, (unsigned)o);
     int err = uv_write(&w->req, (uv_stream_t *)&c->tcp, &rest, 1, conn_on_write);
     if (err) {
+        http_env_release(&c->server->env, w->charged);
         free(w);
         conn_close(c);
         return -ECONNRESET;
@@ -476,9 +505,7 @@ static void conn_start_linger(http_conn_t *c)
     }
     sh->data = c;
     c->refs++;
-    free(c->pending);
-    c->pending = NULL;
-    c->pending_len = c->pending_cap = 0;
+    conn_pending_free(c);
     c->deadline = 0;
     conn_set_deadline(c, HTTP_LINGER_MS);
     conn_read_start(c);
@@ -502,6 +529,10 @@ static void conn_on_timer(uv_timer_t *t)
     case HTTP_PH_HEAD:
     case HTTP_PH_BODY:
         c->server->stats.timeouts++;
+        if (c->phase == HTTP_PH_HEAD)
+            c->server->stats.header_timeouts++;
+        else
+            c->server->stats.body_timeouts++;
         conn_fail(c, 408,
                   c->phase == HTTP_PH_HEAD ? "request head timed out" : "request body timed out");
         break;
@@ -600,16 +631,26 @@ static int conn_on_head(http_conn_t *c)
     return 0;
 }
 
-/* Park unparsed bytes until the connection is free again. */
+/*
+ * Park unparsed bytes until the connection is free again. They were read already, so they are
+ * charged whatever the budget says (conn_on_alloc keeps such reads within the room left); the
+ * buffer doubles while there is room, else grows to just what it must hold.
+ */
 static int conn_park(http_conn_t *c, const char *data, size_t len)
 {
+    http_env_t *env = &c->server->env;
+
     if (c->pending_len + len > c->pending_cap) {
+        size_t need = c->pending_len + len;
         size_t ncap = c->pending_cap ? c->pending_cap : 4096;
-        while (ncap < c->pending_len + len)
+        while (ncap < need)
             ncap *= 2;
+        if (ncap - c->pending_cap > http_env_room(env))
+            ncap = (need + 1023) & ~(size_t)1023;
         char *nb = realloc(c->pending, ncap);
         if (nb == NULL)
             return -ENOMEM;
+        http_env_charge(env, ncap - c->pending_cap, 1);
         c->pending = nb;
         c->pending_cap = (uint32_t)ncap;
     }
@@ -654,9 +695,7 @@ static void conn_process(http_conn_t *c, const char *data, size_t len, int from_
             memmove(c->pending, data, len);
             c->pending_len = (uint32_t)len;
         } else {
-            free(c->pending);
-            c->pending = NULL;
-            c->pending_len = c->pending_cap = 0;
+            conn_pending_free(c);
         }
     } else if (len && !c->closing && c->phase != HTTP_PH_LINGER) {
         if (conn_park(c, data, len) != 0)
@@ -672,6 +711,14 @@ static void conn_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     http_conn_t *c = h->data;
     buf->base = c->server->rbuf;
     buf->len = sizeof(c->server->rbuf);
+    if ((c->co || c->writes || c->pending_len) && c->phase != HTTP_PH_LINGER) {
+        /* What is read now must be parked: read no more than the budget holds (0 = pause). */
+        size_t room = http_env_room(&c->server->env);
+        if (room < HTTP_PARK_MIN + 1024)
+            buf->len = 0;
+        else if (room - 1024 < buf->len)
+            buf->len = room - 1024; /* conn_park may round its buffer up by up to 1 KiB */
+    }
 }
 
 static void conn_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
@@ -681,6 +728,13 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf
 
     if (nread == 0 || c->closing)
         return;
+    if (nread == UV_ENOBUFS) {
+        /* conn_on_alloc found no room to park more: pause until the handler is done. */
+        uv_read_stop(stream);
+        c->reading = 0;
+        s->stats.read_pauses++;
+        return;
+    }
     if (nread < 0) {
         uv_read_stop(stream);
         c->reading = 0;
@@ -700,6 +754,7 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf
         return;
     }
     s->stats.bytes_in += (uint64_t)nread;
+    c->used = 1;
     if (c->phase == HTTP_PH_LINGER)
         return; /* discard */
     if (c->co || c->writes || c->pending_len) {
@@ -808,6 +863,17 @@ int http_server_accept(http_server_t *s, uv_stream_t *listener)
     return 0;
 }
 
+/* 1 if the client's next bytes are already waiting in the kernel's socket buffer. */
+static int conn_bytes_waiting(http_conn_t *c)
+{
+    uv_os_fd_t fd;
+    char b;
+
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0)
+        return 0;
+    return recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
 void http_server_stop(http_server_t *s, void (*cb)(void *arg), void *arg)
 {
     http_conn_t *c, *next;
@@ -817,8 +883,18 @@ void http_server_stop(http_server_t *s, void (*cb)(void *arg), void *arg)
     s->stop_arg = arg;
     for (c = s->conns; c; c = next) {
         next = c->next;
-        if (c->co == NULL && c->writes == 0 && c->pending_len == 0 && http_parser_idle(&c->parser))
+        if (c->co || c->writes || c->pending_len || !http_parser_idle(&c->parser))
+            continue;
+        /*
+         * An idle connection is closed only if it is truly quiet. One that was accepted but has
+         * not sent a byte yet, or whose next request is already in our socket buffer, is kept:
+         * its request is still answered (with Connection: close), since the client cannot know
+         * we are stopping. A silent one gets HTTP_STOP_GRACE_MS to speak.
+         */
+        if (c->used && !conn_bytes_waiting(c))
             conn_close(c);
+        else
+            conn_set_deadline(c, HTTP_STOP_GRACE_MS);
     }
     /* Closing connections are freed in close callbacks; the last one calls cb. */
     if (s->nalloc == 0 && s->stop_cb) {
