@@ -41,7 +41,7 @@ BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
 
-.PHONY: all deps deps-test run test test-unit test-blackbox test-browser test-san bench fuzz clean format check-format
+.PHONY: all deps deps-test run test test-unit test-valgrind test-blackbox test-browser test-san bench fuzz clean format check-format
 
 all: $(BIN)/trackd $(BIN)/trackctl $(BIN)/trackbench
 
@@ -95,6 +95,7 @@ run: deps all
 test: deps-test
 	$(MAKE) WERROR=1 all $(BUILD)/unit-tests build/fault_shim.so
 	$(MAKE) test-unit
+	$(MAKE) test-valgrind
 	$(MAKE) test-blackbox
 	$(MAKE) test-browser
 	$(MAKE) test-san
@@ -102,6 +103,10 @@ test: deps-test
 
 test-unit: $(BUILD)/unit-tests
 	$(BUILD)/unit-tests
+
+# The unit tests under valgrind: memory errors and definite leaks fail the test they happen in.
+test-valgrind: $(BUILD)/unit-tests build/fault_shim.so
+	valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite $(BUILD)/unit-tests
 
 test-blackbox: all build/fault_shim.so
 	scripts/blackbox.sh $(BIN)
