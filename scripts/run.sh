@@ -52,10 +52,12 @@ nginx -q -t -p "$prefix" -c "$prefix/nginx.conf" -e stderr
 
 trackd_pid=""
 nginx_pid=""
+feed_pid=""
 stopping=0
 
 stop_all() {
 	stopping=1
+	if [ -n "$feed_pid" ]; then kill "$feed_pid" 2>/dev/null || true; fi
 	if [ -n "$nginx_pid" ]; then kill -QUIT "$nginx_pid" 2>/dev/null || true; fi
 	if [ -n "$trackd_pid" ]; then kill -TERM "$trackd_pid" 2>/dev/null || true; fi
 	local status=0
@@ -87,6 +89,10 @@ bin/trackd "${trackd_args[@]}" &
 trackd_pid=$!
 nginx -p "$prefix" -c "$prefix/nginx.conf" -e stderr -g 'daemon off;' &
 nginx_pid=$!
+# The demo page shows what trackd really stored: the newest records, refreshed every second.
+mkdir -p "$prefix/demo"
+scripts/demo-feed.sh --data-dir "$root/data" --out "$prefix/demo/feed.json" &
+feed_pid=$!
 
 # Wait until nginx answers and a worker answers behind it.
 host=${nginx_listen%:*}

@@ -322,6 +322,48 @@ done:
     return rc;
 }
 
+/*
+ * Some clients encode a UTF-16 string to "UTF-8" one code unit at a time (mixpanel-browser's
+ * base64 path does), so a character outside the BMP arrives as two 3-byte surrogate encodings
+ * (CESU-8) instead of one 4-byte sequence. That is not valid UTF-8 and jansson refuses it, which
+ * would lose the whole batch: rewrite each such pair in place as the real character, and a lone
+ * surrogate as U+FFFD (same length). Returns the new length, never more than `n`.
+ */
+static size_t decode_fix_surrogates(char *buf, size_t n)
+{
+    unsigned char *s = (unsigned char *)buf;
+    unsigned char *p = memchr(s, 0xED, n);
+    size_t r, w;
+
+    if (p == NULL)
+        return n;
+    r = w = (size_t)(p - s);
+    while (r < n) {
+        if (s[r] != 0xED || r + 2 >= n || s[r + 1] < 0xA0 || s[r + 1] > 0xBF ||
+            (s[r + 2] & 0xC0) != 0x80) {
+            s[w++] = s[r++];
+            continue;
+        }
+        unsigned hi = 0xD000u | ((s[r + 1] & 0x3Fu) << 6) | (s[r + 2] & 0x3Fu);
+        if (hi <= 0xDBFF && r + 5 < n && s[r + 3] == 0xED && s[r + 4] >= 0xB0 &&
+            s[r + 4] <= 0xBF && (s[r + 5] & 0xC0) == 0x80) {
+            unsigned lo = 0xD000u | ((s[r + 4] & 0x3Fu) << 6) | (s[r + 5] & 0x3Fu);
+            unsigned cp = 0x10000u + ((hi - 0xD800u) << 10) + (lo - 0xDC00u);
+            s[w++] = (unsigned char)(0xF0 | (cp >> 18));
+            s[w++] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
+            s[w++] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+            s[w++] = (unsigned char)(0x80 | (cp & 0x3F));
+            r += 6;
+        } else {
+            s[w++] = 0xEF; /* U+FFFD REPLACEMENT CHARACTER */
+            s[w++] = 0xBF;
+            s[w++] = 0xBD;
+            r += 3;
+        }
+    }
+    return w;
+}
+
 int decode_payload(const char *val, size_t len, const char **json, size_t *json_len, char **owned)
 {
     size_t i = 0, n;
@@ -348,6 +390,7 @@ int decode_payload(const char *val, size_t len, const char **json, size_t *json_
         free(buf);
         return -EINVAL;
     }
+    n = decode_fix_surrogates(buf, n);
     buf[n] = '\0';
     *json = buf;
     *json_len = n;

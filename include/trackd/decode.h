@@ -46,7 +46,9 @@ int decode_gunzip(const void *in, size_t len, size_t max_out, char **out, size_t
 /**
  * Turn a `data` value into JSON text: if it starts (after blanks) with '{' or '[' it is JSON
  * already (*json points into `val`, *owned = NULL); otherwise it is base64, decoded into a new
- * buffer returned in *owned (free() it). Returns 0, -EINVAL or -ENOMEM (with nothing allocated).
+ * buffer returned in *owned (free() it); surrogate pairs encoded one half at a time (CESU-8, as
+ * mixpanel-browser's base64 path sends them) become the real UTF-8 character, a lone half U+FFFD.
+ * Returns 0, -EINVAL or -ENOMEM (with nothing allocated).
  */
 int decode_payload(const char *val, size_t len, const char **json, size_t *json_len, char **owned);
 

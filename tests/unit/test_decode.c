@@ -628,3 +628,28 @@ TEST(payload_empty_or_invalid_is_einval_with_nothing_allocated)
     CHECK_EQ_INT(decode_payload("====", 4, &json, &n, &owned), -EINVAL);
     CHECK(owned == NULL);
 }
+
+/* mixpanel-browser's base64 path encodes U+1F680 as two 3-byte surrogate halves (CESU-8). */
+TEST(payload_base64_surrogate_halves_become_the_real_character)
+{
+    const char *json, *in = "eyJ0IjoiYSDtoL3tuoAgYiJ9"; /* {"t":"a \xED\xA0\xBD\xED\xBA\x80 b"} */
+    size_t n;
+    char *owned;
+
+    CHECK_EQ_INT(decode_payload(in, strlen(in), &json, &n, &owned), 0);
+    CHECK(owned != NULL);
+    CHECK_EQ_STR(json, "{\"t\":\"a \xF0\x9F\x9A\x80 b\"}");
+    CHECK_EQ_INT(n, strlen(json));
+    free(owned);
+}
+
+TEST(payload_base64_lone_surrogate_half_becomes_replacement_character)
+{
+    const char *json, *in = "eyJ0Ijoi7aC9In0="; /* {"t":"\xED\xA0\xBD"} */
+    size_t n;
+    char *owned;
+
+    CHECK_EQ_INT(decode_payload(in, strlen(in), &json, &n, &owned), 0);
+    CHECK_EQ_STR(json, "{\"t\":\"\xEF\xBF\xBD\"}");
+    free(owned);
+}
