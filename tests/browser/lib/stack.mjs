@@ -4,10 +4,10 @@
 // the demo at /, the API proxied to the worker port), and a real headless Chromium (Debian's,
 // driven by playwright-core, never a downloaded browser) with a fresh profile.
 //
-// The generated config gets three test-only additions, made to the generated file: the test's
-// own pages under /t/, the official mixpanel-browser build under /vendor/mixpanel-browser/, and
-// the demo's feed (/feed.json, from the stack's run directory); and the access log unbuffered,
-// since tests read it while nginx runs.
+// The generated config gets two test-only additions, made to the generated file: the test's
+// own pages under /t/ and the official mixpanel-browser build under /vendor/mixpanel-browser/;
+// and the access log unbuffered, since tests read it while nginx runs. The project's /feed.json
+// location reads <prefix>/demo/feed.json: that directory is linked to the stack's run directory.
 
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -75,10 +75,6 @@ function testLocations({ pagesDir, runDir }) {
         location ^~ /vendor/mixpanel-browser/ {
             alias ${MIXPANEL_DIST}/;
         }
-        location = /feed.json {
-            alias ${runDir}/feed.json;
-            add_header Cache-Control "no-store";
-        }
 `;
 }
 
@@ -132,6 +128,7 @@ export async function startNginx({ upstreamPort, pagesDir, runDir }) {
     );
     if (gen.status !== 0) throw new Error(`scripts/gen-nginx.sh failed (${gen.status}): ${gen.stderr}`);
     const conf = path.join(dir, 'nginx.conf');
+    fs.symlinkSync(runDir, path.join(dir, 'demo'));
     const text = fs.readFileSync(conf, 'utf8');
     const unbuffered = text.replace(/(\n\s*access_log \S+ \S+) buffer=\S+ flush=\S+;/, '$1;');
     const extended = unbuffered.replace(/(\n\s*server_name [^;]*;\n)/, `$1${testLocations({ pagesDir, runDir })}`);
