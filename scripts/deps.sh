@@ -6,7 +6,8 @@
 set -eu
 
 build_pkgs="build-essential pkg-config libuv1-dev libjansson-dev libbsd-dev zlib1g-dev node-llhttp nginx"
-test_pkgs="$build_pkgs chromium clang libclang-rt-14-dev libfuzzer-14-dev nodejs npm wrk valgrind util-linux e2fsprogs python3-eventlet"
+# prometheus: only for its promtool, which checks conf/prometheus-alerts.yml (alerts.test.mjs).
+test_pkgs="$build_pkgs chromium clang libclang-rt-14-dev libfuzzer-14-dev nodejs npm wrk valgrind util-linux e2fsprogs python3-eventlet prometheus"
 
 case "${1:-build}" in
 build) want=$build_pkgs ;;
