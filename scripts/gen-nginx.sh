@@ -11,6 +11,8 @@
 #                           [the number of online cores, as trackd's default]
 #   --web DIR               the web/ directory (dist/ and demo/ are served)  [<repo>/web]
 #   --max-body SIZE         client_max_body_size, = trackd's max_body_bytes  [2m]
+#   --inflight N            API requests in flight to trackd before nginx answers 503
+#                           + Retry-After itself  [1000 per worker]
 set -eu
 
 usage() {
@@ -24,6 +26,7 @@ upstream=127.0.0.1:8001
 workers=$(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc)
 web=$root/web
 max_body=2m
+inflight=""
 prefix=""
 
 while [ $# -gt 0 ]; do
@@ -33,6 +36,7 @@ while [ $# -gt 0 ]; do
 	--workers) workers=${2:?}; shift 2 ;;
 	--web) web=${2:?}; shift 2 ;;
 	--max-body) max_body=${2:?}; shift 2 ;;
+	--inflight) inflight=${2:?}; shift 2 ;;
 	-h | --help) usage ;;
 	-*) echo "gen-nginx: unknown option $1" >&2; usage ;;
 	*) [ -z "$prefix" ] || usage; prefix=$1; shift ;;
@@ -74,20 +78,25 @@ if [ "$(id -u)" -eq 0 ]; then
 	chown -R nobody:nogroup "$prefix/tmp"
 fi
 
+[ -n "$inflight" ] || inflight=$((workers * 1000))
+case $inflight in
+'' | *[!0-9]*) echo "gen-nginx: bad --inflight '$inflight'" >&2; exit 2 ;;
+esac
+
 servers=$(i=0; while [ $i -lt "$workers" ]; do
-	printf '        server %s:%d max_fails=2 fail_timeout=1s;\n' "$up_host" $((up_port + i))
+	printf '        server %s:%d max_fails=0;\n' "$up_host" $((up_port + i))
 	i=$((i + 1))
 done)
 
 out=$prefix/nginx.conf
 tmp=$out.tmp.$$
 # awk, not sed: the values contain '/' and the server list spans lines.
-awk -v prefix="$prefix" -v listen="$listen" -v web="$web" -v max_body="$max_body" \
+awk -v prefix="$prefix" -v listen="$listen" -v web="$web" -v max_body="$max_body" -v inflight="$inflight" \
 	-v user_directive="$user_directive" -v servers="$servers" '
 	{
 		if ($0 == "@UPSTREAM_SERVERS@") { print servers; next }
 		gsub(/@PREFIX@/, prefix); gsub(/@LISTEN@/, listen); gsub(/@WEB_ROOT@/, web)
-		gsub(/@MAX_BODY@/, max_body); gsub(/@USER_DIRECTIVE@/, user_directive)
+		gsub(/@MAX_BODY@/, max_body); gsub(/@API_INFLIGHT@/, inflight); gsub(/@USER_DIRECTIVE@/, user_directive)
 		print
 	}' "$root/conf/nginx.conf.in" >"$tmp"
 mv "$tmp" "$out"
