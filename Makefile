@@ -81,7 +81,8 @@ $(BUILD)/tests/%.o: tests/unit/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Itests/unit -c -o $@ $<
 
-$(BUILD)/llhttp/%.o: $(LLHTTP_SRC)/%.c
+# Rebuilt when the Makefile changes: its flags (LLHTTP_STRICT_MODE) decide which parser it is.
+$(BUILD)/llhttp/%.o: $(LLHTTP_SRC)/%.c Makefile
 	@mkdir -p $(dir $@)
 	$(CC) $(LLHTTP_CFLAGS) -c -o $@ $<
 

@@ -7,13 +7,14 @@
  *
  * Input: byte 0 = n (mod 9) read sizes that follow (each 1..256, used in turn; n = 0: one read),
  * then the bytes of the connection. Checked on every input: no crash or leak, every answer has a
- * known status and formats, and answer headers are well-formed lines (nothing from the request
- * can smuggle a CR or LF into them). The build lines below are one per key (scripts/fuzz.sh; globs
- * keep up with modules split into several files).
+ * known status and formats, answer headers are well-formed lines (nothing from the request
+ * can smuggle a CR or LF into them), and the memory budget is back to zero at the end. The build
+ * lines below are one per key (scripts/fuzz.sh; globs keep up with modules split into several
+ * files).
  */
 /* clang-format off */
 /*
- * fuzz-sources: src/http*.c src/track.c src/decode.c src/event.c src/config.c src/msg.c src/log*.c src/segment.c src/coro*.c src/coro_switch.S llhttp
+ * fuzz-sources: src/http*.c src/track.c src/track_answer.c src/metrics.c src/ratelimit.c src/hist.c src/decode.c src/event.c src/config.c src/msg.c src/log*.c src/segment.c src/coro*.c src/coro_switch.S llhttp
  * fuzz-dict: http.dict
  * fuzz-max-len: 16384
  */
@@ -49,6 +50,9 @@ static void fuzz_setup(void)
     config_set(&fuzz_cfg, "import_secret", "s3cret", err, sizeof(err));
     config_set(&fuzz_cfg, "redirect_host", "ok.example", err, sizeof(err));
     config_set(&fuzz_cfg, "trusted_proxy", "10.0.0.0/8", err, sizeof(err));
+    /* A small budget and a rate limit, so shedding and 429 are reached too. */
+    fuzz_cfg.memory_budget_bytes = 64 * 1024;
+    config_set(&fuzz_cfg, "rate_limit", "50 100", err, sizeof(err));
     fuzz_ready = 1;
 }
 
@@ -171,6 +175,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
     }
     http_parser_free(&p);
+    /* Every byte charged to the memory budget was given back with its request. */
+    if (env.mem_used != 0)
+        abort();
     http_env_free(&env);
     track_free(t);
     return 0;

@@ -4,8 +4,8 @@
 #   scripts/fuzz.sh [SECONDS] [NAME...]      e.g. scripts/fuzz.sh 10 form base64
 #
 # A target says what it needs in its leading comment, one line each (all optional):
-#   fuzz-sources: src/decode.c src/event.c   (default: every src/*.c but the mains, plus llhttp;
-#                                             the word `llhttp` adds llhttp's sources)
+#   fuzz-sources: src/decode.c src/event.c   (default: every src/*.c but the mains, src/*.S, and
+#                                             llhttp; the word `llhttp` adds llhttp's sources)
 #   fuzz-dict: json.dict                     (a dictionary in fuzz/)
 #   fuzz-max-len: 16384                      (libFuzzer -max_len; default 4096)
 #
@@ -33,9 +33,14 @@ meta() {
 	sed -n "s/^.*fuzz-$2:[[:space:]]*//p" "$1" | head -n 1
 }
 
+# Every library source: src/*.c but the programs' mains (each has its own main()), the
+# hand-written assembly (coroutine switch), and llhttp.
 lib_sources() {
 	for f in src/*.c; do
-		case $f in src/main.c | src/trackctl.c) ;; *) printf '%s ' "$f" ;; esac
+		case $f in src/main.c | src/trackctl.c | src/trackbench.c) ;; *) printf '%s ' "$f" ;; esac
+	done
+	for f in src/*.S; do
+		[ -e "$f" ] && printf '%s ' "$f"
 	done
 	echo llhttp
 }
@@ -68,7 +73,8 @@ for src in $targets; do
 
 	echo "fuzz: building $name" >&2
 	# shellcheck disable=SC2086
-	if ! $CC -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
+	# LLHTTP_STRICT_MODE: the parser the server runs (see the Makefile's LLHTTP_CFLAGS).
+	if ! $CC -g -O1 -std=c11 -D_GNU_SOURCE -DLLHTTP_STRICT_MODE=1 -fsanitize=fuzzer,address,undefined \
 		-fno-sanitize-recover=undefined -fno-omit-frame-pointer -Iinclude -isystem "$LLHTTP_INC" \
 		$(pkg-config --cflags $pkgs) -o "$out/$name" "$src" $files \
 		$(pkg-config --libs $pkgs) -lpthread -lm; then
@@ -88,14 +94,14 @@ for src in $targets; do
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		"$out/$name" "$@" "$out/corpus/$short" $seeds >"$out/$name.log" 2>&1 || rc=$?
 	runs=$(sed -n 's/^stat::number_of_executed_units:[[:space:]]*//p' "$out/$name.log" | tail -n 1)
-	cov=$(grep -o 'cov: [0-9]*' "$out/$name.log" | tail -n 1 | cut -d' ' -f2)
+	cov=$(grep -a -o 'cov: [0-9]*' "$out/$name.log" | tail -n 1 | cut -d' ' -f2)
 	corpus=$(ls "$out/corpus/$short" | wc -l)
 	if [ "$rc" -eq 0 ]; then
 		result=ok
 	else
 		result="FAILED (exit $rc, see $out/$name.log)"
 		failed=1
-		grep -E '^(==[0-9]+==ERROR|SUMMARY|.*runtime error)' "$out/$name.log" | head -n 5 >&2 || true
+		grep -a -E '^(==[0-9]+==ERROR|SUMMARY|.*runtime error)' "$out/$name.log" | head -n 5 >&2 || true
 	fi
 	summary="$summary$(printf '%-22s %-8s runs=%-10s cov=%-6s corpus=%s' "$name" "$result" \
 		"${runs:-?}" "${cov:-?}" "$corpus")\n"

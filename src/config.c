@@ -49,8 +49,8 @@ typedef enum {
     OPT_SEC64,    /* uint64_t seconds, duration suffixes (whole seconds) */
     OPT_DURABILITY,
     OPT_LOG_LEVEL,
-    OPT_LIST, /* config_list_t */
-    OPT_NETS, /* trusted_proxies + ntrusted_proxies */
+    OPT_LIST,  /* config_list_t */
+    OPT_NETS,  /* trusted_proxies + ntrusted_proxies */
     OPT_RATE,  /* config_rate_t without a token: "RATE [BURST]" */
     OPT_RATES, /* rate_limit_tokens + nrate_limit_tokens: "TOKEN RATE [BURST]" items */
 } config_type_t;

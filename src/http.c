@@ -1,13 +1,14 @@
 /*
- * The connection half of http.h: accepting, reading, running each request's handler in a
- * coroutine, writing answers, keep-alive, pipelining and timeouts, on one libuv loop.
+ * The connection half of http.h: accepting, reading, parsing, keep-alive, pipelining, timeouts
+ * and closing, on one libuv loop. Running each request's handler (through the loop's run queue,
+ * in a coroutine) and writing its answer are in http_run.c; http_internal.h is what the two share.
  *
- * A connection handles one request at a time. While a handler runs (or an answer is still
- * draining), bytes that arrive are parked in `pending` and parsed once it is done, so answers go
- * back in request order; past HTTP_PENDING_MAX the connection stops reading (backpressure) rather
- * than buffer more. An idle keep-alive connection holds only its handles, its parser and this
- * struct: reads land in one per-loop buffer and only the bytes of a request in progress are copied
- * (by the parser, into the request).
+ * A connection handles one request at a time. While a handler runs (or waits in the run queue, or
+ * an answer is still draining), bytes that arrive are parked in `pending` and parsed once it is
+ * done, so answers go back in request order; past HTTP_PENDING_MAX the connection stops reading
+ * (backpressure) rather than buffer more. An idle keep-alive connection holds only its handles,
+ * its parser and this struct: reads land in one per-loop buffer and only the bytes of a request
+ * in progress are copied (by the parser, into the request).
  *
  * Lifetime: a connection is freed when its handles are closed AND no coroutine uses it (`refs`).
  * A client that vanishes while its handler waits on the log only closes the socket; the handler
@@ -19,8 +20,9 @@
  * done: the bytes wait in the kernel's socket buffer instead of ours.
  *
  * Closing after an error answer is "lingering": shut down our side, then read and discard what
- * the client still sends for a while, so the kernel does not reset the connection and destroy
- * the answer before the client reads it (a 413 sent before the body was read, for instance).
+ * the client still sends for a while (up to HTTP_LINGER_MAX_BYTES), so the kernel does not reset
+ * the connection and destroy the answer before the client reads it (a 413 sent before the body
+ * was read, for instance).
  */
 #include "trackd/http.h"
 
@@ -30,94 +32,10 @@
 #include <string.h>
 
 #include "trackd/msg.h"
+#include "http_internal.h"
 
-/** Size of the per-loop read buffer. */
-#define HTTP_READ_BUF (64 * 1024)
-/** Size of the per-loop buffer answers are formatted into. */
-#define HTTP_WRITE_BUF (16 * 1024)
-/** Bytes parked per connection while a request is busy before reading stops. */
-#define HTTP_PENDING_MAX (64 * 1024)
-/** How long a closing connection may keep sending before it is cut. */
-#define HTTP_LINGER_MS 2000
-/* At a graceful stop, a connection that has not sent its first byte yet gets this long to. */
-#define HTTP_STOP_GRACE_MS 1000
-/** Stack of a handler coroutine: jansson recursion and zlib inflate run on it. */
-#define HTTP_CORO_STACK (256 * 1024)
-/** Idle coroutine stacks kept per loop. */
-#define HTTP_CORO_FREE 64
-/** Body of the 503 sent to a connection beyond max_connections. */
-#define HTTP_BUSY_BODY "too many connections"
-/** A busy connection reads only if the memory budget has at least this much room. */
-#define HTTP_PARK_MIN 4096
-
-typedef enum {
-    HTTP_PH_IDLE = 0, /* between requests (keep-alive) */
-    HTTP_PH_HEAD,     /* reading a head */
-    HTTP_PH_BODY,     /* reading a body */
-    HTTP_PH_BUSY,     /* handler running or answer draining */
-    HTTP_PH_LINGER,   /* answered, closing: discarding input */
-} http_phase_t;
-
-struct http_conn_s {
-    uv_tcp_t tcp;
-    uv_timer_t timer;
-    http_parser_t parser;
-    http_server_t *server;
-    http_conn_t *prev, *next;
-    coro_t *co;          /* handler running, or NULL */
-    http_request_t *req; /* the request the handler owns */
-    char *pending;       /* bytes read while busy, not parsed yet */
-    uint32_t pending_len, pending_cap;
-    uint64_t deadline;  /* loop time (ms) the current phase times out at; 0 = none */
-    uint64_t timer_due; /* when the armed timer fires; 0 = not armed */
-    uint32_t writes;    /* uv_write requests in flight */
-    uint8_t refs;       /* handles open (2) + a running coroutine (1) */
-    uint8_t phase;
-    uint8_t closing;     /* uv_close called */
-    uint8_t close_after; /* close once the answer has drained */
-    uint8_t read_eof;    /* the client shut down its side */
-    uint8_t reading;     /* uv_read_start active */
-    uint8_t answered;    /* the current request got its answer */
-    uint8_t early;       /* answered at its head: drop the request when it completes */
-    uint8_t keep_alive;  /* the current request allows another */
-    uint8_t http10;
-    uint8_t used;        /* the client has sent at least one byte */
-    union {
-        struct sockaddr sa;
-        struct sockaddr_in in;
-        struct sockaddr_in6 in6;
-    } peer;
-};
-
-struct http_server_s {
-    uv_loop_t *loop;
-    const config_t *cfg;
-    http_handler_t handler;
-    http_env_t env;
-    coro_pool_t *coros;
-    http_conn_t *conns; /* all open connections */
-    size_t nalloc;      /* connections not freed yet (open or closing) */
-    http_stats_t stats;
-    int stopping;
-    void (*stop_cb)(void *arg);
-    void *stop_arg;
-    char rbuf[HTTP_READ_BUF];
-    char wbuf[HTTP_WRITE_BUF];
-};
-
-/* One uv_write in flight, with the bytes it writes right after it. */
-typedef struct {
-    uv_write_t req;
-    http_conn_t *conn;
-    size_t charged; /* bytes charged to the memory budget for this write */
-    char data[];
-} http_write_t;
-
-static void conn_close(http_conn_t *c);
 static void conn_process(http_conn_t *c, const char *data, size_t len, int from_pending);
-static void conn_continue(http_conn_t *c);
 static void conn_on_timer(uv_timer_t *t);
-static void conn_start_linger(http_conn_t *c);
 static void conn_read_start(http_conn_t *c);
 
 http_server_t *http_server_new(uv_loop_t *loop, const config_t *cfg, const http_handler_t *h)
@@ -142,6 +60,12 @@ void http_server_free(http_server_t *s)
 {
     if (s == NULL)
         return;
+    if (s->run_open) {
+        /* Freed without a stop (a worker that failed to start): finish the close here. */
+        uv_close((uv_handle_t *)&s->run_check, NULL);
+        uv_close((uv_handle_t *)&s->run_idle, NULL);
+        uv_run(s->loop, UV_RUN_NOWAIT);
+    }
     coro_pool_free(s->coros);
     http_env_free(&s->env);
     free(s);
@@ -154,6 +78,30 @@ void http_server_stats(const http_server_t *s, http_stats_t *st)
     st->mem_peak = s->env.mem_peak;
     st->mem_budget = s->env.mem_budget;
     st->mem_refused = s->env.mem_refused;
+    st->runnable = s->nrun;
+    st->queue_delay_ns = http_server_queue_delay_ns(s);
+    st->backlog_ns = http_server_backlog_ns(s);
+}
+
+static void http_run_closed(uv_handle_t *h)
+{
+    (void)h;
+}
+
+/* The server has no connection left while stopping: close the run timer, tell the owner. */
+static void http_server_stopped(http_server_t *s)
+{
+    void (*cb)(void *) = s->stop_cb;
+
+    if (cb == NULL)
+        return;
+    s->stop_cb = NULL;
+    if (s->run_open) {
+        s->run_open = 0;
+        uv_close((uv_handle_t *)&s->run_check, http_run_closed);
+        uv_close((uv_handle_t *)&s->run_idle, http_run_closed);
+    }
+    cb(s->stop_arg);
 }
 
 /* Free the parked bytes and give their memory back. */
@@ -185,7 +133,7 @@ const struct sockaddr *http_conn_peer(const http_conn_t *c)
     return &c->peer.sa;
 }
 
-static void conn_unref(http_conn_t *c)
+void http__conn_unref(http_conn_t *c)
 {
     http_server_t *s = c->server;
 
@@ -195,25 +143,23 @@ static void conn_unref(http_conn_t *c)
     conn_pending_free(c);
     free(c);
     s->nalloc--;
-    if (s->stopping && s->nalloc == 0 && s->stop_cb) {
-        void (*cb)(void *) = s->stop_cb;
-        s->stop_cb = NULL;
-        cb(s->stop_arg);
-    }
+    if (s->stopping && s->nalloc == 0)
+        http_server_stopped(s);
 }
 
 static void conn_on_close(uv_handle_t *h)
 {
-    conn_unref(h->data);
+    http__conn_unref(h->data);
 }
 
-static void conn_close(http_conn_t *c)
+void http__conn_close(http_conn_t *c)
 {
     http_server_t *s = c->server;
 
     if (c->closing)
         return;
     c->closing = 1;
+    http__unstarted_clear(c);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -227,7 +173,7 @@ static void conn_close(http_conn_t *c)
 }
 
 /* Set the deadline of the current phase; the timer is moved only if it would fire too late. */
-static void conn_set_deadline(http_conn_t *c, int ms)
+void http__conn_set_deadline(http_conn_t *c, int ms)
 {
     uint64_t now = uv_now(c->server->loop);
 
@@ -242,11 +188,29 @@ static void conn_set_deadline(http_conn_t *c, int ms)
     }
 }
 
+/* How long an idle connection may stay open at a graceful stop (see HTTP_STOP_GRACE_MS). */
+static int http_stop_grace(const http_server_t *s)
+{
+    int half = s->cfg->shutdown_timeout_ms / 2;
+
+    return half < 1 ? 1 : half < HTTP_STOP_GRACE_MS ? half : HTTP_STOP_GRACE_MS;
+}
+
+/* Body phase: the gap timeout, but never past the whole body's deadline. */
+static void conn_set_body_deadline(http_conn_t *c)
+{
+    uint64_t now = uv_now(c->server->loop);
+    uint64_t gap = (uint64_t)c->server->cfg->body_timeout_ms;
+    uint64_t left = c->body_end > now ? c->body_end - now : 1;
+
+    http__conn_set_deadline(c, (int)(left < gap ? left : gap));
+}
+
 static http_phase_t conn_phase(const http_conn_t *c)
 {
     if (c->phase == HTTP_PH_LINGER)
         return HTTP_PH_LINGER;
-    if (c->co || c->writes)
+    if (c->co || c->queued || c->writes)
         return HTTP_PH_BUSY;
     if (c->parser.req == NULL)
         return HTTP_PH_IDLE;
@@ -261,179 +225,44 @@ static void conn_update_phase(http_conn_t *c, int got_body)
 
     if (c->closing || ph == HTTP_PH_LINGER)
         return;
-    if (ph == HTTP_PH_IDLE && c->server->stopping) {
-        conn_close(c); /* stopping: a connection that became idle is done */
-        return;
-    }
     if (ph == c->phase) {
         if (ph == HTTP_PH_BODY && got_body)
-            conn_set_deadline(c, cfg->body_timeout_ms);
+            conn_set_body_deadline(c);
         return;
     }
     c->phase = (uint8_t)ph;
     switch (ph) {
     case HTTP_PH_IDLE:
-        conn_set_deadline(c, cfg->keepalive_timeout_ms);
+        /* Stopping: its last answer (sent before the stop) allowed another request. */
+        http__conn_set_deadline(c, c->server->stopping ? http_stop_grace(c->server)
+                                                       : cfg->keepalive_timeout_ms);
         break;
     case HTTP_PH_HEAD:
-        conn_set_deadline(c, cfg->header_timeout_ms);
+        http__conn_set_deadline(c, cfg->header_timeout_ms);
         break;
-    case HTTP_PH_BODY:
-        conn_set_deadline(c, cfg->body_timeout_ms);
+    case HTTP_PH_BODY: {
+        /* The whole body's deadline: two gaps, plus its length (or the largest) at the floor. */
+        const http_request_t *r = c->parser.req;
+        uint64_t len = r->has_length ? r->content_length : cfg->max_body_bytes;
+        c->body_end = uv_now(c->server->loop) + 2 * (uint64_t)cfg->body_timeout_ms +
+                      len * 1000 / HTTP_BODY_MIN_RATE;
+        conn_set_body_deadline(c);
         break;
+    }
     case HTTP_PH_BUSY:
         /* A handler is bounded by the log; a draining answer by write_timeout_ms. */
-        conn_set_deadline(c, c->writes ? cfg->write_timeout_ms : 0);
+        http__conn_set_deadline(c, c->writes ? cfg->write_timeout_ms : 0);
         break;
     default:
         break;
     }
 }
 
-static void conn_count_status(http_server_t *s, int status)
+void http__count_status(http_server_t *s, int status)
 {
     int cls = status / 100;
     if (cls >= 1 && cls <= 5)
         s->stats.responses[cls]++;
-}
-
-static void conn_on_write(uv_write_t *req, int status)
-{
-    http_write_t *w = (http_write_t *)req;
-    http_conn_t *c = w->conn;
-
-    http_env_release(&c->server->env, w->charged);
-    free(w);
-    c->writes--;
-    if (status < 0 && !c->closing)
-        conn_close(c);
-    if (!c->closing && c->writes == 0) {
-        if (c->close_after)
-            conn_start_linger(c);
-        else if (c->co == NULL)
-            conn_continue(c);
-    }
-    conn_unref(c);
-}
-
-/* Write bufs now if the socket takes them, else queue a copy of what is left. */
-static int conn_write(http_conn_t *c, uv_buf_t *bufs, unsigned nbufs)
-{
-    size_t total = 0, skip;
-    int n;
-
-    for (unsigned i = 0; i < nbufs; i++)
-        total += bufs[i].len;
-    c->server->stats.bytes_out += total;
-    n = c->writes ? UV_EAGAIN : uv_try_write((uv_stream_t *)&c->tcp, bufs, nbufs);
-    if (n == (int)total)
-        return 0;
-    if (n < 0 && n != UV_EAGAIN) {
-        conn_close(c);
-        return -ECONNRESET;
-    }
-    skip = n > 0 ? (size_t)n : 0;
-    http_write_t *w = malloc(sizeof(*w) + total - skip);
-    if (w == NULL) {
-        conn_close(c);
-        return -ENOMEM;
-    }
-    /* The answer exists already: charged in any case, so new requests see the memory it holds. */
-    w->charged = sizeof(*w) + total - skip;
-    http_env_charge(&c->server->env, w->charged, 1);
-    size_t o = 0;
-    for (unsigned i = 0; i < nbufs; i++) {
-        size_t l = bufs[i].len;
-        const char *b = bufs[i].base;
-        if (skip >= l) {
-            skip -= l;
-            continue;
-        }
-        memcpy(w->data + o, b + skip, l - skip);
-        o += l - skip;
-        skip = 0;
-    }
-    w->conn = c;
-    uv_buf_t rest = uv_buf_init(w->data, (unsigned)o);
-    int err = uv_write(&w->req, (uv_stream_t *)&c->tcp, &rest, 1, conn_on_write);
-    if (err) {
-        http_env_release(&c->server->env, w->charged);
-        free(w);
-        conn_close(c);
-        return -ECONNRESET;
-    }
-    c->writes++;
-    c->refs++;
-    c->phase = HTTP_PH_BUSY;
-    conn_set_deadline(c, c->server->cfg->write_timeout_ms);
-    return 0;
-}
-
-int http_conn_respond(http_conn_t *c, const http_response_t *r)
-{
-    http_server_t *s = c->server;
-    int keep, n;
-    uv_buf_t bufs[2];
-    unsigned nbufs = 1;
-
-    if (c->answered)
-        return -EALREADY;
-    c->answered = 1;
-    conn_count_status(s, r->status);
-    if (c->closing)
-        return -ECONNRESET;
-    keep = c->keep_alive && !r->close && !s->stopping && !c->read_eof;
-    n = http_format_head(s->wbuf, sizeof(s->wbuf), r, keep, c->http10);
-    if (n < 0) {
-        /* Extra headers too long for the buffer: a handler bug. Answer without them. */
-        http_response_t plain = *r;
-        plain.headers = NULL;
-        plain.headers_len = 0;
-        msg_warn("answer headers too long (%zu bytes), sent without them", r->headers_len);
-        n = http_format_head(s->wbuf, sizeof(s->wbuf), &plain, keep, c->http10);
-        if (n < 0)
-            return n;
-    }
-    if (!keep)
-        c->close_after = 1;
-    if ((size_t)n + r->body_len <= sizeof(s->wbuf)) {
-        /* One buffer, one write(2): the common case. */
-        if (r->body_len)
-            memcpy(s->wbuf + n, r->body, r->body_len);
-        bufs[0] = uv_buf_init(s->wbuf, (unsigned)(n + (int)r->body_len));
-    } else {
-        bufs[0] = uv_buf_init(s->wbuf, (unsigned)n);
-        bufs[1] = uv_buf_init((char *)r->body, (unsigned)r->body_len);
-        nbufs = 2;
-    }
-    return conn_write(c, bufs, nbufs);
-}
-
-int http_conn_error(http_conn_t *c, int status, const char *reason, int verbose, int close)
-{
-    char body[512], hdr[64];
-    http_response_t r = {.status = status, .close = close};
-
-    if (verbose) {
-        char esc[300];
-        http_json_escape(esc, sizeof(esc), reason, strlen(reason));
-        r.body_len = (size_t)snprintf(body, sizeof(body), "{\"status\":0,\"error\":\"%s\"}", esc);
-        r.content_type = "application/json";
-    } else {
-        r.body_len = (size_t)snprintf(body, sizeof(body), "%s", reason);
-        r.content_type = "text/plain; charset=utf-8";
-    }
-    if (r.body_len >= sizeof(body))
-        r.body_len = sizeof(body) - 1;
-    r.body = body;
-    r.headers = hdr;
-    if (status == 503)
-        r.headers_len = (size_t)snprintf(hdr, sizeof(hdr),
-                                         "Retry-After: %d\r\nCache-Control: no-cache, no-store\r\n",
-                                         c->server->cfg->retry_after_s);
-    else
-        r.headers_len = (size_t)snprintf(hdr, sizeof(hdr), "Cache-Control: no-cache, no-store\r\n");
-    return http_conn_respond(c, &r);
 }
 
 /* verbose=1 in the query of the request being read, as far as it was read. */
@@ -460,6 +289,7 @@ static void conn_fail(http_conn_t *c, int status, const char *reason)
 {
     char why[96];
 
+    http__unstarted_clear(c);
     if (status == 413) {
         /* The reference API's wording, which clients and operators recognise. */
         snprintf(why, sizeof(why), "request exceeds max limit of %zu bytes",
@@ -473,7 +303,7 @@ static void conn_fail(http_conn_t *c, int status, const char *reason)
     c->keep_alive = 0;
     http_conn_error(c, status, reason, conn_verbose(c), 1);
     if (!c->closing && c->writes == 0)
-        conn_start_linger(c);
+        http__conn_start_linger(c);
 }
 
 static void conn_on_shutdown(uv_shutdown_t *req, int status)
@@ -481,12 +311,12 @@ static void conn_on_shutdown(uv_shutdown_t *req, int status)
     http_conn_t *c = req->data;
     free(req);
     if (status < 0 && !c->closing)
-        conn_close(c);
-    conn_unref(c);
+        http__conn_close(c);
+    http__conn_unref(c);
 }
 
 /* Answered with Connection: close: send FIN, then discard input until EOF or the linger time. */
-static void conn_start_linger(http_conn_t *c)
+void http__conn_start_linger(http_conn_t *c)
 {
     uv_shutdown_t *sh;
 
@@ -494,20 +324,22 @@ static void conn_start_linger(http_conn_t *c)
         return;
     c->phase = HTTP_PH_LINGER;
     if (c->read_eof) {
-        conn_close(c);
+        http__conn_close(c);
         return;
     }
     sh = malloc(sizeof(*sh));
     if (sh == NULL || uv_shutdown(sh, (uv_stream_t *)&c->tcp, conn_on_shutdown) != 0) {
         free(sh);
-        conn_close(c);
+        http__conn_close(c);
         return;
     }
     sh->data = c;
     c->refs++;
     conn_pending_free(c);
+    /* Nothing more is parsed: the request in progress (and its body reservation) can go now. */
+    http_parser_free(&c->parser);
     c->deadline = 0;
-    conn_set_deadline(c, HTTP_LINGER_MS);
+    http__conn_set_deadline(c, HTTP_LINGER_MS);
     conn_read_start(c);
 }
 
@@ -539,61 +371,13 @@ static void conn_on_timer(uv_timer_t *t)
     case HTTP_PH_BUSY:
         if (c->writes) {
             c->server->stats.timeouts++;
-            conn_close(c); /* the answer did not drain in write_timeout_ms */
+            http__conn_close(c); /* the answer did not drain in write_timeout_ms */
         }
         break;
     default:
-        conn_close(c); /* idle keep-alive or linger over */
+        http__conn_close(c); /* idle keep-alive or linger over */
         break;
     }
-}
-
-/* Run the handler of a complete request in a new coroutine. Returns 1 if it is still waiting. */
-static void conn_coro_main(coro_t *co, void *arg)
-{
-    http_conn_t *c = arg;
-    http_server_t *s = c->server;
-
-    s->handler.handle(s->handler.data, co, c, c->req);
-    if (!c->answered)
-        http_conn_error(c, 500, "handler gave no answer", 0, 1);
-    http_request_free(&s->env, c->req);
-    c->req = NULL;
-}
-
-static int conn_start_handler(http_conn_t *c, http_request_t *req)
-{
-    http_server_t *s = c->server;
-
-    c->req = req;
-    c->co = coro_new(s->coros, conn_coro_main, c);
-    if (c->co == NULL) {
-        http_request_free(&s->env, req);
-        c->req = NULL;
-        http_conn_error(c, 503, "out of memory", 0, 1);
-        return 0;
-    }
-    coro_set_data(c->co, c);
-    c->refs++;
-    if (coro_resume(c->co)) {
-        c->phase = HTTP_PH_BUSY;
-        c->deadline = 0;
-        return 1;
-    }
-    c->co = NULL;
-    c->refs--; /* cannot reach 0: the handles hold theirs during this callback */
-    return 0;
-}
-
-void http_resume(coro_t *co)
-{
-    http_conn_t *c = coro_data(co);
-
-    if (coro_resume(co))
-        return;
-    c->co = NULL;
-    conn_continue(c);
-    conn_unref(c);
 }
 
 /* A head is complete: let the application look at it before the body is read. */
@@ -615,17 +399,18 @@ static int conn_on_head(http_conn_t *c)
             http_conn_error(c, 500, "handler gave no answer", 0, 1);
         if (has_body || c->close_after) {
             if (!c->closing && c->writes == 0)
-                conn_start_linger(c);
+                http__conn_start_linger(c);
             return -1;
         }
         http_parser_discard_body(&c->parser);
         return 0;
     }
     c->keep_alive = r->keep_alive;
+    http__unstarted_set(c, r->len + (r->has_length ? r->content_length : 0));
     if (r->expect_continue && has_body) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         uv_buf_t b = uv_buf_init((char *)cont, sizeof(cont) - 1);
-        if (conn_write(c, &b, 1) != 0)
+        if (http__conn_write(c, &b, 1) != 0)
             return -1;
     }
     return 0;
@@ -665,7 +450,7 @@ static void conn_process(http_conn_t *c, const char *data, size_t len, int from_
     size_t used;
 
     while (!c->closing && c->phase != HTTP_PH_LINGER && !c->close_after && c->co == NULL &&
-           c->writes == 0) {
+           !c->queued && c->writes == 0) {
         http_event_t ev = http_parser_feed(&c->parser, data, len, &used);
         data += used;
         len -= used;
@@ -688,7 +473,7 @@ static void conn_process(http_conn_t *c, const char *data, size_t len, int from_
             http_request_free(&s->env, req);
             continue;
         }
-        conn_start_handler(c, req);
+        http__queue_handler(c, req);
     }
     if (from_pending) {
         if (len && !c->closing && c->phase != HTTP_PH_LINGER) {
@@ -699,11 +484,11 @@ static void conn_process(http_conn_t *c, const char *data, size_t len, int from_
         }
     } else if (len && !c->closing && c->phase != HTTP_PH_LINGER) {
         if (conn_park(c, data, len) != 0)
-            conn_close(c);
+            http__conn_close(c);
     }
     /* An answer that closes the connection went out in full: start closing. */
-    if (!c->closing && c->close_after && c->co == NULL && c->writes == 0)
-        conn_start_linger(c);
+    if (!c->closing && c->close_after && c->co == NULL && !c->queued && c->writes == 0)
+        http__conn_start_linger(c);
 }
 
 static void conn_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -711,7 +496,7 @@ static void conn_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     http_conn_t *c = h->data;
     buf->base = c->server->rbuf;
     buf->len = sizeof(c->server->rbuf);
-    if ((c->co || c->writes || c->pending_len) && c->phase != HTTP_PH_LINGER) {
+    if ((c->co || c->queued || c->writes || c->pending_len) && c->phase != HTTP_PH_LINGER) {
         /* What is read now must be parked: read no more than the budget holds (0 = pause). */
         size_t room = http_env_room(&c->server->env);
         if (room < HTTP_PARK_MIN + 1024)
@@ -741,34 +526,40 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf
         if (nread == UV_EOF && c->phase != HTTP_PH_LINGER) {
             c->read_eof = 1;
             /* A half-closed client may still wait for the answer of a request in flight. */
-            if (c->co || c->writes)
+            if (c->co || c->queued || c->writes)
                 return;
             if (c->pending_len) {
-                conn_continue(c);
+                http__conn_continue(c);
                 return;
             }
         } else if (c->co) {
-            s->stats.client_gone++;
+            s->stats.client_gone++; /* (a queued one is counted when it leaves the queue) */
         }
-        conn_close(c);
+        http__conn_close(c);
         return;
     }
     s->stats.bytes_in += (uint64_t)nread;
-    c->used = 1;
-    if (c->phase == HTTP_PH_LINGER)
-        return; /* discard */
-    if (c->co || c->writes || c->pending_len) {
+    if (c->phase == HTTP_PH_LINGER) {
+        /* Discard, up to the cap; then stop reading and let the linger timer close. */
+        c->dropped += (uint32_t)(nread < HTTP_LINGER_MAX_BYTES ? nread : HTTP_LINGER_MAX_BYTES);
+        if (c->dropped >= HTTP_LINGER_MAX_BYTES) {
+            uv_read_stop(stream);
+            c->reading = 0;
+        }
+        return;
+    }
+    if (c->co || c->queued || c->writes || c->pending_len) {
         if (conn_park(c, buf->base, (size_t)nread) != 0) {
-            conn_close(c);
+            http__conn_close(c);
             return;
         }
         if (c->pending_len >= HTTP_PENDING_MAX) {
             uv_read_stop(stream);
             c->reading = 0;
         }
-        if (c->co || c->writes)
+        if (c->co || c->queued || c->writes)
             return;
-        conn_continue(c);
+        http__conn_continue(c);
         return;
     }
     conn_process(c, buf->base, (size_t)nread, 0);
@@ -784,26 +575,26 @@ static void conn_read_start(http_conn_t *c)
 }
 
 /* The connection is free again: parse what was parked, read again, set the next deadline. */
-static void conn_continue(http_conn_t *c)
+void http__conn_continue(http_conn_t *c)
 {
-    if (c->closing || c->co || c->writes)
+    if (c->closing || c->co || c->queued || c->writes)
         return;
     if (c->close_after) {
-        conn_start_linger(c);
+        http__conn_start_linger(c);
         return;
     }
     if (c->pending_len)
         conn_process(c, c->pending, c->pending_len, 1);
     if (c->closing || c->phase == HTTP_PH_LINGER)
         return;
-    if (c->co == NULL && c->writes == 0 && c->close_after) {
-        conn_start_linger(c);
+    if (c->co == NULL && !c->queued && c->writes == 0 && c->close_after) {
+        http__conn_start_linger(c);
         return;
     }
     if (c->pending_len < HTTP_PENDING_MAX)
         conn_read_start(c);
-    if (c->read_eof && c->co == NULL && c->writes == 0 && c->pending_len == 0) {
-        conn_close(c);
+    if (c->read_eof && c->co == NULL && !c->queued && c->writes == 0 && c->pending_len == 0) {
+        http__conn_close(c);
         return;
     }
     conn_update_phase(c, 0);
@@ -831,7 +622,7 @@ int http_server_accept(http_server_t *s, uv_stream_t *listener)
     s->stats.conns_open++;
     err = uv_accept(listener, (uv_stream_t *)&c->tcp);
     if (err) {
-        conn_close(c);
+        http__conn_close(c);
         return err;
     }
     s->stats.conns_total++;
@@ -849,56 +640,36 @@ int http_server_accept(http_server_t *s, uv_stream_t *listener)
                          s->cfg->retry_after_s, sizeof(HTTP_BUSY_BODY) - 1, HTTP_BUSY_BODY);
         uv_buf_t b = uv_buf_init(busy, (unsigned)n);
         s->stats.conns_rejected++;
-        conn_count_status(s, 503);
+        http__count_status(s, 503);
         uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
-        conn_close(c);
+        http__conn_close(c);
         return 0;
     }
     c->phase = HTTP_PH_IDLE;
     /* Nothing sent yet: the first head must come within header_timeout_ms. */
-    conn_set_deadline(c, s->cfg->header_timeout_ms);
+    http__conn_set_deadline(c, s->cfg->header_timeout_ms);
     conn_read_start(c);
     if (!c->reading)
-        conn_close(c);
+        http__conn_close(c);
     return 0;
-}
-
-/* 1 if the client's next bytes are already waiting in the kernel's socket buffer. */
-static int conn_bytes_waiting(http_conn_t *c)
-{
-    uv_os_fd_t fd;
-    char b;
-
-    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0)
-        return 0;
-    return recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
 }
 
 void http_server_stop(http_server_t *s, void (*cb)(void *arg), void *arg)
 {
-    http_conn_t *c, *next;
-
     s->stopping = 1;
     s->stop_cb = cb;
     s->stop_arg = arg;
-    for (c = s->conns; c; c = next) {
-        next = c->next;
-        if (c->co || c->writes || c->pending_len || !http_parser_idle(&c->parser))
+    for (http_conn_t *c = s->conns; c; c = c->next) {
+        if (c->co || c->queued || c->writes || c->pending_len || !http_parser_idle(&c->parser))
             continue;
         /*
-         * An idle connection is closed only if it is truly quiet. One that was accepted but has
-         * not sent a byte yet, or whose next request is already in our socket buffer, is kept:
-         * its request is still answered (with Connection: close), since the client cannot know
-         * we are stopping. A silent one gets HTTP_STOP_GRACE_MS to speak.
+         * Idle: not closed now, since the client cannot know we are stopping and may be sending
+         * its next request (or, just accepted, its first) right now. It gets the stop grace to
+         * send one, which is answered with Connection: close, or to close the connection.
          */
-        if (c->used && !conn_bytes_waiting(c))
-            conn_close(c);
-        else
-            conn_set_deadline(c, HTTP_STOP_GRACE_MS);
+        http__conn_set_deadline(c, http_stop_grace(s));
     }
     /* Closing connections are freed in close callbacks; the last one calls cb. */
-    if (s->nalloc == 0 && s->stop_cb) {
-        s->stop_cb = NULL;
-        cb(arg);
-    }
+    if (s->nalloc == 0)
+        http_server_stopped(s);
 }

@@ -14,6 +14,13 @@
  * that grows on the heap only for big heads; the body gets its own buffer, sized from
  * Content-Length or grown for chunked bodies, never beyond max_body_bytes. Requests are recycled
  * through a small per-loop cache so a keep-alive stream of small requests does not malloc.
+ *
+ * Every byte a request holds is charged to the loop's memory budget (memory_budget_bytes,
+ * http_mem.c) before it is allocated: the request itself at its first byte, a head that grows, a
+ * body as it grows (or reserved whole from Content-Length by the handler's head check). A charge
+ * that would pass the budget fails the request with 503, so thousands of slow clients cannot add up
+ * to more than the budget. The request cache is outside the budget: it is bounded by
+ * HTTP_REQ_CACHE_MAX.
  */
 #include "trackd/http.h"
 
@@ -23,6 +30,8 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+
+#include "http_internal.h"
 
 /** Requests kept for reuse per loop. */
 #define HTTP_REQ_CACHE_MAX 64
@@ -77,6 +86,7 @@ void http_env_init(http_env_t *env, const config_t *cfg)
 {
     memset(env, 0, sizeof(*env));
     env->cfg = cfg;
+    env->mem_budget = cfg->memory_budget_bytes ? cfg->memory_budget_bytes : SIZE_MAX;
 }
 
 void http_env_free(http_env_t *env)
@@ -90,12 +100,15 @@ void http_env_free(http_env_t *env)
     env->nfree = 0;
 }
 
-static http_request_t *http_request_new(http_env_t *env)
+/* A request for the next message, charged to the budget: 0, -ENOBUFS or -ENOMEM. */
+static int http_request_new(http_env_t *env, http_request_t **out)
 {
     http_request_t *r = env->free_reqs;
     char *body = NULL;
     size_t body_cap = 0;
 
+    if (http_env_charge(env, sizeof(*r) + (r ? r->body_cap : 0), 0) != 0)
+        return -ENOBUFS;
     if (r) {
         env->free_reqs = r->next_free;
         env->nfree--;
@@ -103,8 +116,10 @@ static http_request_t *http_request_new(http_env_t *env)
         body_cap = r->body_cap;
     } else {
         r = malloc(sizeof(*r));
-        if (r == NULL)
-            return NULL;
+        if (r == NULL) {
+            http_env_release(env, sizeof(*r));
+            return -ENOMEM;
+        }
     }
     /* Clear the public part and the bookkeeping, not the inline buffer. */
     memset(r, 0, offsetof(http_request_t, inline_buf));
@@ -113,13 +128,20 @@ static http_request_t *http_request_new(http_env_t *env)
     r->cur = -1;
     r->body = body; /* kept as spare capacity; body_len 0 until a body arrives */
     r->body_cap = body_cap;
-    return r;
+    r->env = env;
+    r->mem = sizeof(*r) + body_cap;
+    r->mem_body = body_cap;
+    *out = r;
+    return 0;
 }
 
 void http_request_free(http_env_t *env, http_request_t *r)
 {
     if (r == NULL)
         return;
+    if (r->env)
+        http_env_release(r->env, r->mem);
+    r->mem = r->mem_body = 0;
     if (r->buf != r->inline_buf)
         free(r->buf);
     if (r->body_cap > HTTP_BODY_KEEP) {
@@ -156,6 +178,10 @@ static int http_head_reserve(http_parser_t *p, size_t more)
     ncap = r->cap * 2;
     while (ncap < need)
         ncap *= 2;
+    /* The inline buffer was charged with the request; a heap head is charged as it grows. */
+    size_t charged = r->buf == r->inline_buf ? 0 : r->cap;
+    if (http__req_charge(r, ncap - charged, 0) != 0)
+        return -ENOBUFS;
     if (r->buf == r->inline_buf) {
         nb = malloc(ncap);
         if (nb)
@@ -163,8 +189,11 @@ static int http_head_reserve(http_parser_t *p, size_t more)
     } else {
         nb = realloc(r->buf, ncap);
     }
-    if (nb == NULL)
+    if (nb == NULL) {
+        http_env_release(r->env, ncap - charged);
+        r->mem -= ncap - charged;
         return -ENOMEM;
+    }
     r->buf = nb;
     r->cap = ncap;
     return 0;
@@ -184,6 +213,8 @@ static int http_head_append(http_parser_t *p, const char *at, size_t len)
 
     if (err == -ENOMEM)
         return http_fail(p, 503, "out of memory");
+    if (err == -ENOBUFS)
+        return http_fail(p, 503, "server busy, retry later");
     if (err)
         return http_fail(p, 431, "request header fields too large");
     memcpy(p->req->buf + p->req->len, at, len);
@@ -196,9 +227,10 @@ static int http_on_message_begin(llhttp_t *ll)
     http_parser_t *p = ll->data;
 
     if (p->req == NULL) {
-        p->req = http_request_new(p->env);
-        if (p->req == NULL)
-            return http_fail(p, 503, "out of memory");
+        int err = http_request_new(p->env, &p->req);
+        if (err)
+            return http_fail(p, 503,
+                             err == -ENOBUFS ? "server busy, retry later" : "out of memory");
     }
     return 0;
 }
@@ -252,6 +284,8 @@ static int http_on_header_field_complete(llhttp_t *ll)
     http_request_t *r = p->req;
 
     r->cur = -1;
+    if (r->name_len == 0)
+        return http_fail(p, 400, "empty header name"); /* field-name is a token: 1+ chars */
     if (++r->nheaders > p->env->cfg->max_headers)
         return http_fail(p, 431, "too many header fields");
     if (r->name_len <= HTTP_NAME_MAX) {
@@ -319,7 +353,9 @@ static int http_on_header_value_complete(llhttp_t *ll)
         /* A repeated header: join as "old, new" so a list header (X-Forwarded-For) stays whole. */
         size_t ooff = r->hoff[id] - 1, olen = strlen(r->buf + ooff);
         if ((err = http_head_reserve(p, olen + 3)) != 0)
-            return http_fail(p, err == -ENOMEM ? 503 : 431, "request header fields too large");
+            return http_fail(p, err == -E2BIG ? 431 : 503,
+                             err == -E2BIG ? "request header fields too large"
+                                           : "server busy, retry later");
         memmove(r->buf + vstart + olen + 2, r->buf + vstart, vlen);
         memcpy(r->buf + vstart, r->buf + ooff, olen);
         memcpy(r->buf + vstart + olen, ", ", 2);
@@ -399,7 +435,20 @@ static int http_on_headers_complete(llhttp_t *ll)
     }
     http_split_target(r);
     r->head_done = 1;
+    r->start_ns = uv_hrtime();
 
+    /*
+     * Only HTTP/1.0 and 1.1, and only origin-form ("/path") or absolute-form with http(s)
+     * (RFC 9112 3.2.2: a server must accept it; it is served by its path). A request line without
+     * a version (HTTP/0.9), authority-form (CONNECT) or asterisk-form (OPTIONS *) is refused:
+     * trackd serves none of them, and each is read differently by different intermediaries.
+     */
+    if (r->http_major != 1)
+        return http_fail(p, r->http_major == 0 ? 400 : 505,
+                         r->http_major == 0 ? "HTTP/0.9 not supported"
+                                            : "HTTP version not supported");
+    if (r->target.len == 0 || r->target.p[0] != '/')
+        return http_fail(p, 400, "unsupported request target");
     if (r->hcount[HTTP_H_CONTENT_LENGTH] > 1)
         return http_fail(p, 400, "duplicate Content-Length");
     if (r->hcount[HTTP_H_TRANSFER_ENCODING] > 0) {
@@ -450,6 +499,8 @@ static int http_on_body(llhttp_t *ll, const char *at, size_t len)
             ncap *= 2;
         if (ncap > limit)
             ncap = limit;
+        if (http__body_charge(r, ncap) != 0)
+            return http_fail(p, 503, "server busy, retry later");
         char *nb = realloc(r->body, ncap);
         if (nb == NULL)
             return http_fail(p, 503, "out of memory");
@@ -620,6 +671,8 @@ const char *http_status_text(int status)
         return "Too Many Requests";
     case 431:
         return "Request Header Fields Too Large";
+    case 505:
+        return "HTTP Version Not Supported";
     case 500:
         return "Internal Server Error";
     case 503:

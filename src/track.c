@@ -5,20 +5,24 @@
  * inflated first within max_decoded_bytes. Flags come from the query or the form body.
  *
  * Cheap refusals happen at the head, before a body byte is read: unknown path, wrong method,
- * bad /import credentials, and load shedding when the log's queue is over its mark. The handler
- * proper runs in a coroutine: decode and validate (track_prepare), log_append and yield until the
- * log says the events are durable, then answer (track_finish). A 200 is only ever sent after the
- * log reported success; any log failure is a 503 with Retry-After and claims nothing stored.
+ * bad /import credentials, and load shedding (the log failed, its queue past queue_high_water,
+ * the request memory budget past its high-water mark or unable to hold the announced body,
+ * requests already waiting for the CPU too long: admitted work is more than it gets through). The
+ * handler proper runs in a coroutine: decode and validate (track_prepare), check the per-token
+ * rate limits, log_append and yield until the log says the events are durable, then answer
+ * (track_finish, in track_answer.c). A 200 is only ever sent after the log reported success; any
+ * log failure is a 503 with Retry-After and claims nothing stored.
  *
- * Nothing unvalidated reaches a response header: Origin, the requested CORS headers and redirect
- * URLs are checked byte by byte and dropped (or refused) when they do not pass.
+ * While a handler waits for durability it holds only its request head and the validated records:
+ * the body, the inflated body and the decoded payload are freed (and given back to the memory
+ * budget) as soon as the records are built, so thousands of requests waiting on a slow disk cost
+ * little more than what the log's own queue holds.
  */
 #include "trackd/track.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,26 +31,7 @@
 
 #include "trackd/msg.h"
 #include "trackd/segment.h"
-
-struct track_s {
-    const config_t *cfg;
-    log_t *log;
-    http_server_t *server;
-    track_stats_t stats;
-};
-
-/* A 1x1 transparent GIF (GIF89a, one-entry palette, transparency extension), for img=1. */
-static const unsigned char track_gif[] = {
-    'G',  'I',  'F',  '8',  '9',  'a',  0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00,
-    0x00, 0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00,
-    0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b};
-
-static const int track_statuses[] = TRACK_STATUSES;
-
-static const char *const track_route_names[TRACK_RT_COUNT] = {
-    "other", "track", "engage", "groups", "import", "healthz", "metrics"};
-
-#define TRACK_API_METHODS "GET, POST, OPTIONS"
+#include "track_internal.h"
 
 track_t *track_new(const config_t *cfg, log_t *log)
 {
@@ -55,11 +40,22 @@ track_t *track_new(const config_t *cfg, log_t *log)
         return NULL;
     t->cfg = cfg;
     t->log = log;
+    t->rl = ratelimit_new(cfg);
+    if (t->rl == NULL) {
+        free(t);
+        return NULL;
+    }
+    for (int r = 0; r < TRACK_RT_COUNT; r++)
+        hist_init(&t->stats.latency[r]);
+    metrics_proc_init(&t->proc, 0, cfg->data_dir);
     return t;
 }
 
 void track_free(track_t *t)
 {
+    if (t == NULL)
+        return;
+    ratelimit_free(t->rl);
     free(t);
 }
 
@@ -68,173 +64,92 @@ void track_set_server(track_t *t, http_server_t *s)
     t->server = s;
 }
 
-void track_get_stats(const track_t *t, track_stats_t *st)
+void track_set_worker(track_t *t, int index)
 {
-    *st = t->stats;
+    t->proc.worker = index;
 }
 
-static void track_count(track_t *t, int route, int status)
+void track_note_loop_lag(track_t *t, uint64_t lag_ns)
 {
-    size_t col = TRACK_NSTATUS - 1;
-    for (size_t i = 0; i < sizeof(track_statuses) / sizeof(track_statuses[0]); i++) {
-        if (track_statuses[i] == status) {
-            col = i;
-            break;
+    t->stats.loop_lag_ns = lag_ns;
+    if (lag_ns > t->stats.loop_lag_max_ns)
+        t->stats.loop_lag_max_ns = lag_ns;
+}
+
+const track_stats_t *track_stats(const track_t *t)
+{
+    return &t->stats;
+}
+
+static uint64_t track_mono_ms(void)
+{
+    return uv_hrtime() / 1000000;
+}
+
+/* ---- /healthz, /readyz, /metrics -------------------------------------------------------- */
+
+/* Gather what a scrape or a readiness check looks at; `hs`, `ls` are the caller's storage. */
+static void track_metrics_input(track_t *t, metrics_input_t *in, http_stats_t *hs, log_stats_t *ls)
+{
+    memset(in, 0, sizeof(*in));
+    in->cfg = t->cfg;
+    in->proc = &t->proc;
+    in->track = &t->stats;
+    in->rate_buckets = ratelimit_buckets(t->rl);
+    in->now_ms = track_mono_ms();
+    if (t->server) {
+        http_server_stats(t->server, hs);
+        in->http = hs;
+        in->coroutines = http_server_coroutines(t->server);
+    }
+    if (t->log) {
+        log_get_stats(t->log, ls);
+        in->log = ls;
+    }
+}
+
+/* Answer /healthz, /readyz or /metrics (GET only). Never touches the log's queue. */
+static void track_ops(track_t *t, int route, track_answer_t *a)
+{
+    metrics_input_t in;
+    http_stats_t hs;
+    log_stats_t ls;
+    char why[512];
+
+    a->resp.status = 200;
+    track__ans_header(a, "Cache-Control: no-cache, no-store\r\n");
+    if (route == TRACK_RT_HEALTHZ) {
+        /* Liveness: the loop runs. Nothing else, so a busy worker is not restarted for it. */
+        track__ans_body(a, "text/plain; charset=utf-8", "ok", 2);
+    } else if (route == TRACK_RT_READYZ) {
+        track_metrics_input(t, &in, &hs, &ls);
+        if (metrics_ready(&in, why, sizeof(why))) {
+            track__ans_body(a, "text/plain; charset=utf-8", "ready", 5);
+        } else {
+            char body[600];
+            int n = snprintf(body, sizeof(body), "not ready: %s", why);
+            a->resp.status = 503;
+            track__ans_header(a, "Retry-After: %d\r\n", t->cfg->retry_after_s);
+            track__ans_body(a, "text/plain; charset=utf-8", body,
+                            n < (int)sizeof(body) ? (size_t)n : sizeof(body) - 1);
+        }
+    } else {
+        char *text = NULL;
+        size_t len = 0;
+        track_metrics_input(t, &in, &hs, &ls);
+        if (metrics_render(&in, &text, &len) != 0) {
+            a->resp.status = 503;
+            track__ans_header(a, "Retry-After: %d\r\n", t->cfg->retry_after_s);
+            track__ans_body(a, "text/plain; charset=utf-8", "out of memory", 13);
+        } else {
+            a->heap = text;
+            a->resp.body = text;
+            a->resp.body_len = len;
+            a->resp.content_type = "text/plain; version=0.0.4; charset=utf-8";
         }
     }
-    if (route < 0 || route >= TRACK_RT_COUNT)
-        route = TRACK_RT_NONE;
-    t->stats.requests[route][col]++;
-}
-
-/* ---- answers ---------------------------------------------------------------------------- */
-
-void track_answer_free(track_answer_t *a)
-{
-    free(a->heap);
-    a->heap = NULL;
-}
-
-static void ans_init(track_answer_t *a)
-{
-    memset(&a->resp, 0, sizeof(a->resp));
-    a->hlen = 0;
-    a->hdr[0] = '\0';
-    a->heap = NULL;
-}
-
-/* Append one header line (already validated) to the answer. */
-__attribute__((format(printf, 2, 3))) static void ans_header(track_answer_t *a, const char *fmt,
-                                                             ...)
-{
-    va_list ap;
-    int n;
-
-    if (a->hlen >= sizeof(a->hdr))
-        return;
-    va_start(ap, fmt);
-    n = vsnprintf(a->hdr + a->hlen, sizeof(a->hdr) - a->hlen, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof(a->hdr) - a->hlen) {
-        a->hdr[a->hlen] = '\0'; /* drop a header that does not fit rather than cut it */
-        return;
-    }
-    a->hlen += (size_t)n;
-}
-
-/* Append a constant header line. */
-static void ans_lit(track_answer_t *a, const char *line, size_t len)
-{
-    if (a->hlen + len < sizeof(a->hdr)) {
-        memcpy(a->hdr + a->hlen, line, len);
-        a->hlen += len;
-        a->hdr[a->hlen] = '\0';
-    }
-}
-
-#define ANS_LIT(a, lit) ans_lit(a, lit, sizeof(lit) - 1)
-
-static void ans_finish(track_answer_t *a)
-{
-    a->resp.headers = a->hdr;
-    a->resp.headers_len = a->hlen;
-}
-
-/* Set a small body (copied into the answer). */
-static void ans_body(track_answer_t *a, const char *type, const char *body, size_t len)
-{
-    if (len > sizeof(a->small))
-        len = sizeof(a->small);
-    memcpy(a->small, body, len);
-    a->resp.body = a->small;
-    a->resp.body_len = len;
-    a->resp.content_type = type;
-}
-
-/* An Origin we are willing to echo: printable ASCII without blanks or commas, bounded. */
-static int track_origin_ok(const http_str_t *o)
-{
-    if (o->p == NULL || o->len == 0 || o->len > TRACK_MAX_ORIGIN)
-        return 0;
-    for (size_t i = 0; i < o->len; i++) {
-        unsigned char ch = (unsigned char)o->p[i];
-        if (ch <= 0x20 || ch >= 0x7f || ch == ',')
-            return 0;
-    }
-    return 1;
-}
-
-/* Requested headers we are willing to echo: header-name tokens separated by commas/blanks. */
-static int track_acrh_ok(const http_str_t *h)
-{
-    if (h->p == NULL || h->len == 0 || h->len > TRACK_MAX_ACRH)
-        return 0;
-    for (size_t i = 0; i < h->len; i++) {
-        unsigned char ch = (unsigned char)h->p[i];
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-              ch == '-' || ch == '_' || ch == ',' || ch == ' '))
-            return 0;
-    }
-    return 1;
-}
-
-/* Headers every API answer carries: no caching, and CORS for credentialed browser requests. */
-static void track_api_headers(track_answer_t *a, const http_request_t *req)
-{
-    const http_str_t *o = &req->headers[HTTP_H_ORIGIN];
-
-    ANS_LIT(a, "Cache-Control: no-cache, no-store\r\n");
-    if (track_origin_ok(o))
-        ans_header(a,
-                   "Access-Control-Allow-Origin: %.*s\r\nAccess-Control-Allow-Credentials: "
-                   "true\r\nVary: Origin\r\n",
-                   (int)o->len, o->p);
-}
-
-/* An error answer of an API endpoint: reason as JSON when verbose, else as text. */
-static void track_error(track_t *t, track_answer_t *a, const http_request_t *req, int route,
-                        int status, const char *reason, int verbose, const char *callback)
-{
-    char esc[512];
-
-    ans_init(a);
-    a->resp.status = status;
-    track_api_headers(a, req);
-    if (status == 503)
-        ans_header(a, "Retry-After: %d\r\n", t->cfg->retry_after_s);
-    if (status == 405)
-        ans_header(a, "Allow: %s\r\n",
-                   route == TRACK_RT_HEALTHZ || route == TRACK_RT_METRICS ? "GET"
-                                                                          : TRACK_API_METHODS);
-    http_json_escape(esc, sizeof(esc), reason, strlen(reason));
-    if (status == 401) {
-        static const char b[] = "{\"code\":401,\"error\":\"Invalid credentials\","
-                                "\"status\":\"Unauthorized\"}";
-        ans_body(a, "application/json", b, sizeof(b) - 1);
-    } else if (route == TRACK_RT_IMPORT) {
-        int n =
-            snprintf(a->small, sizeof(a->small), "{\"code\":%d,\"error\":\"%s\",\"status\":\"%s\"}",
-                     status, esc, http_status_text(status));
-        a->resp.body = a->small;
-        a->resp.body_len = n < (int)sizeof(a->small) ? (size_t)n : sizeof(a->small) - 1;
-        a->resp.content_type = "application/json";
-    } else if (callback) {
-        int n = verbose ? snprintf(a->small, sizeof(a->small),
-                                   "%s({\"status\":0,\"error\":\"%s\"})", callback, esc)
-                        : snprintf(a->small, sizeof(a->small), "%s(0)", callback);
-        a->resp.body = a->small;
-        a->resp.body_len = n < (int)sizeof(a->small) ? (size_t)n : sizeof(a->small) - 1;
-        a->resp.content_type = "text/javascript; charset=utf-8";
-    } else if (verbose) {
-        int n = snprintf(a->small, sizeof(a->small), "{\"status\":0,\"error\":\"%s\"}", esc);
-        a->resp.body = a->small;
-        a->resp.body_len = n < (int)sizeof(a->small) ? (size_t)n : sizeof(a->small) - 1;
-        a->resp.content_type = "application/json";
-    } else {
-        ans_body(a, "text/plain; charset=utf-8", reason, strlen(reason));
-    }
-    ans_finish(a);
-    track_count(t, route, status);
+    track__ans_finish(a);
+    track__count(t, route, a->resp.status);
 }
 
 /* ---- routing and the head check --------------------------------------------------------- */
@@ -246,7 +161,8 @@ static int track_route(const http_str_t *path)
         int rt;
     } routes[] = {{"/track", TRACK_RT_TRACK},     {"/engage", TRACK_RT_ENGAGE},
                   {"/groups", TRACK_RT_GROUPS},   {"/import", TRACK_RT_IMPORT},
-                  {"/healthz", TRACK_RT_HEALTHZ}, {"/metrics", TRACK_RT_METRICS}};
+                  {"/healthz", TRACK_RT_HEALTHZ}, {"/metrics", TRACK_RT_METRICS},
+                  {"/readyz", TRACK_RT_READYZ}};
     size_t len = path->len;
 
     if (len > 1 && path->p[len - 1] == '/')
@@ -300,67 +216,98 @@ static int track_import_auth(const track_t *t, const http_request_t *req)
     return 0;
 }
 
-static void track_metrics(track_t *t, track_answer_t *a);
+/* Content-Type without parameters, compared case-insensitively. */
+static int track_ctype_is(const http_str_t *ct, const char *type);
+
+/*
+ * Whether an /import request is in one of /track's legacy shapes (GET ?data=, or a form body
+ * with data=) and without strict=1: it then gets /track's answers, which the official Node
+ * library requires (docs/http.md, "Compatibility"). At the head the body is not read yet, so a
+ * POST counts as the JSON shape only when it says Content-Type: application/json; track_prepare
+ * decides for good once it has seen the body.
+ */
+static int track_import_legacy_guess(const http_request_t *req)
+{
+    if (track_flag_raw_on(req, "strict"))
+        return 0;
+    if (req->method == HTTP_GET)
+        return 1;
+    return !track_ctype_is(&req->headers[HTTP_H_CONTENT_TYPE], "application/json");
+}
+
+/* 503 + Retry-After before the body is read, counted under `why`. */
+static int track_shed(track_t *t, track_answer_t *a, const http_request_t *req, int route,
+                      int legacy, int verbose, track_shed_t why)
+{
+    t->stats.shed++;
+    t->stats.shed_by[why]++;
+    track__error(t, a, req, route, legacy, 503,
+                 why == TRACK_SHED_LOG ? "event log unavailable" : "server busy, retry later",
+                 verbose, NULL);
+    return 1;
+}
 
 int track_head(track_t *t, http_request_t *req, const struct sockaddr *peer, track_answer_t *a)
 {
     int route = track_route(&req->path);
     int verbose = track_flag_raw_on(req, "verbose");
+    int legacy = route == TRACK_RT_IMPORT && track_import_legacy_guess(req);
+    http_env_t *env = http_request_env(req);
 
     (void)peer;
     req->tag = route;
-    ans_init(a);
+    track__ans_init(a);
     if (route == TRACK_RT_NONE) {
-        track_error(t, a, req, route, 404, "not found", verbose, NULL);
+        track__error(t, a, req, route, 0, 404, "not found", verbose, NULL);
         return 1;
     }
-    if (route == TRACK_RT_HEALTHZ || route == TRACK_RT_METRICS) {
+    if (route == TRACK_RT_HEALTHZ || route == TRACK_RT_METRICS || route == TRACK_RT_READYZ) {
         if (req->method != HTTP_GET) {
-            track_error(t, a, req, route, 405, "method not allowed", verbose, NULL);
+            track__error(t, a, req, route, 0, 405, "method not allowed", verbose, NULL);
             return 1;
         }
-        if (route == TRACK_RT_METRICS) {
-            track_metrics(t, a);
-        } else {
-            ans_header(a, "Cache-Control: no-cache, no-store\r\n");
-            ans_body(a, "text/plain; charset=utf-8", "ok", 2);
-            a->resp.status = 200;
-            ans_finish(a);
-        }
-        track_count(t, route, 200);
+        track_ops(t, route, a);
         return 1;
     }
     if (req->method == HTTP_OPTIONS) {
         /* CORS preflight: same origin headers, the methods, the requested headers echoed. */
         const http_str_t *h = &req->headers[HTTP_H_ACR_HEADERS];
         a->resp.status = 204;
-        track_api_headers(a, req);
-        ans_header(a, "Access-Control-Allow-Methods: " TRACK_API_METHODS "\r\n");
-        if (track_acrh_ok(h))
-            ans_header(a, "Access-Control-Allow-Headers: %.*s\r\n", (int)h->len, h->p);
-        ans_header(a, "Access-Control-Max-Age: %d\r\n", t->cfg->cors_max_age_s);
-        ans_finish(a);
-        track_count(t, route, 204);
+        track__api_headers(a, req);
+        track__ans_header(a, "Access-Control-Allow-Methods: GET, POST, OPTIONS\r\n");
+        if (track__acrh_ok(h))
+            track__ans_header(a, "Access-Control-Allow-Headers: %.*s\r\n", (int)h->len, h->p);
+        track__ans_header(a, "Access-Control-Max-Age: %d\r\n", t->cfg->cors_max_age_s);
+        track__ans_finish(a);
+        track__count(t, route, 204);
         return 1;
     }
     if (req->method != HTTP_GET && req->method != HTTP_POST) {
-        track_error(t, a, req, route, 405, "method not allowed", verbose, NULL);
+        track__error(t, a, req, route, legacy, 405, "method not allowed", verbose, NULL);
         return 1;
     }
     if (route == TRACK_RT_IMPORT && !track_import_auth(t, req)) {
-        track_error(t, a, req, route, 401, "Invalid credentials", verbose, NULL);
+        track__error(t, a, req, route, legacy, 401, "Invalid credentials", verbose, NULL);
         return 1;
     }
+    /* Shed before reading the body: what the log or the budget would refuse anyway. */
     if (t->log) {
-        /* Shed before reading the body: a full queue would refuse these events anyway. */
         size_t want = req->has_length && req->content_length > 0 ? (size_t)req->content_length
                                                                  : req->query.len + 1;
-        if (!log_can_accept(t->log, want)) {
-            t->stats.shed++;
-            track_error(t, a, req, route, 503, "server busy, retry later", verbose, NULL);
-            return 1;
-        }
+        size_t max = t->cfg->queue_max_bytes, hw = config_queue_high_water(t->cfg);
+        if (!log_can_accept(t->log, 0))
+            return track_shed(t, a, req, route, legacy, verbose, TRACK_SHED_LOG);
+        /* Room under the high-water mark: the queue ends at most `hw` full (hw <= max). */
+        if (want > hw || !log_can_accept(t->log, want + (max - hw)))
+            return track_shed(t, a, req, route, legacy, verbose, TRACK_SHED_QUEUE);
     }
+    /* CPU: what was admitted already waits too long for its turn; this would wait longer. */
+    if (t->server &&
+        http_server_backlog_ns(t->server) > (uint64_t)TRACK_QUEUE_DELAY_SHED_MS * 1000000)
+        return track_shed(t, a, req, route, legacy, verbose, TRACK_SHED_CPU);
+    /* Memory last: the reservation it makes is kept only by requests that go on. */
+    if (env && (http_env_over_high_water(env) || http_request_reserve_body(req) != 0))
+        return track_shed(t, a, req, route, legacy, verbose, TRACK_SHED_MEMORY);
     return 0;
 }
 
@@ -564,6 +511,8 @@ void track_work_free(track_work_t *w)
     w->gunzipped = NULL;
     free(w->payload);
     w->payload = NULL;
+    free((char *)w->redirect);
+    w->redirect = NULL;
 }
 
 static uint64_t track_now_ms(void)
@@ -571,6 +520,40 @@ static uint64_t track_now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Bytes the validated records of a batch hold (charged while the handler waits). */
+static size_t track_batch_bytes(const event_batch_t *b)
+{
+    size_t n = b->nrecords * sizeof(log_record_t) + b->nfailures * sizeof(event_failure_t);
+    for (size_t i = 0; i < b->nrecords; i++)
+        n += b->records[i].len + 1;
+    return n;
+}
+
+/* Per-token rate limits over the records of `w`: 0 to go on, 1 with a 429 in `a`. */
+static int track_rate_limit(track_t *t, http_request_t *req, track_work_t *w, track_answer_t *a)
+{
+    ratelimit_want_t *wants;
+    size_t nw;
+    uint64_t retry = 0;
+    int rc;
+
+    if (!ratelimit_enabled(t->rl))
+        return 0;
+    if (ratelimit_wants(w->batch.records, w->batch.nrecords, &wants, &nw) != 0)
+        return 0; /* out of memory: the limiter must not refuse traffic for its own trouble */
+    rc = ratelimit_take(t->rl, wants, nw, uv_hrtime(), &retry);
+    free(wants);
+    if (rc != 1)
+        return 0;
+    t->stats.rejected_by[TRACK_REJ_RATE_LIMITED] += w->batch.nrecords;
+    w->retry_after_s = retry;
+    track__error(t, a, req, w->route, w->legacy, 429, "rate limit exceeded, retry later",
+                 w->verbose, w->callback);
+    track__ans_header(a, "Retry-After: %llu\r\n", (unsigned long long)retry);
+    track__ans_finish(a);
+    return 1;
 }
 
 int track_prepare(track_t *t, http_request_t *req, const struct sockaddr *peer, track_work_t *w,
@@ -581,13 +564,14 @@ int track_prepare(track_t *t, http_request_t *req, const struct sockaddr *peer, 
     size_t nq = 0, nb = 0;
     const decode_pair_t *data, *cb, *rd;
     const char *json = NULL, *body = req->body;
-    size_t json_len = 0, body_len = req->body_len;
+    size_t json_len = 0, body_len = req->body_len, gz_charged = 0;
     char reason[160];
     int rc;
 
     memset(w, 0, sizeof(*w));
     w->route = req->tag;
-    ans_init(a);
+    w->legacy = w->route == TRACK_RT_IMPORT && track_import_legacy_guess(req);
+    track__ans_init(a);
     t->stats.body_bytes += req->body_len;
 
     /* The query is ours to decode in place (the request belongs to this handler). */
@@ -595,9 +579,9 @@ int track_prepare(track_t *t, http_request_t *req, const struct sockaddr *peer, 
         rc = decode_form((char *)req->query.p, req->query.len, qp, TRACK_MAX_PAIRS, &nq);
         if (rc) {
             w->verbose = track_flag_raw_on(req, "verbose");
-            track_error(t, a, req, w->route, 400,
-                        rc == -E2BIG ? "too many query parameters" : "malformed query string",
-                        w->verbose, NULL);
+            track__error(t, a, req, w->route, w->legacy, 400,
+                         rc == -E2BIG ? "too many query parameters" : "malformed query string",
+                         w->verbose, NULL);
             return 1;
         }
     }
@@ -606,26 +590,42 @@ int track_prepare(track_t *t, http_request_t *req, const struct sockaddr *peer, 
     if (body_len > 0) {
         const http_str_t *ce = &req->headers[HTTP_H_CONTENT_ENCODING];
         if (ce->p && ce->len && !track_ctype_is(ce, "identity")) {
-            size_t outlen = 0;
+            http_env_t *env = http_request_env(req);
+            size_t outlen = 0, limit = cfg->max_decoded_bytes;
+            int tight = 0;
             if (!track_ctype_is(ce, "gzip") && !track_ctype_is(ce, "x-gzip") &&
                 !track_ctype_is(ce, "deflate")) {
-                track_error(t, a, req, w->route, 415, "unsupported Content-Encoding", w->verbose,
-                            NULL);
+                track__error(t, a, req, w->route, w->legacy, 415, "unsupported Content-Encoding",
+                             w->verbose, NULL);
                 return 1;
             }
-            rc = decode_gunzip(body, body_len, cfg->max_decoded_bytes, &w->gunzipped, &outlen);
+            /* Inflate into what the memory budget has room for, never more. */
+            if (env && http_env_room(env) < limit) {
+                limit = http_env_room(env);
+                tight = 1;
+            }
+            rc = decode_gunzip(body, body_len, limit, &w->gunzipped, &outlen);
+            if (rc == -E2BIG && tight) {
+                t->stats.shed++;
+                t->stats.shed_by[TRACK_SHED_MEMORY]++;
+                track__error(t, a, req, w->route, w->legacy, 503, "server busy, retry later",
+                             w->verbose, NULL);
+                return 1;
+            }
             if (rc == -E2BIG) {
                 snprintf(reason, sizeof(reason), "request exceeds max limit of %zu bytes",
                          cfg->max_decoded_bytes);
-                track_error(t, a, req, w->route, 413, reason, w->verbose, NULL);
+                track__error(t, a, req, w->route, w->legacy, 413, reason, w->verbose, NULL);
                 return 1;
             }
             if (rc) {
-                track_error(t, a, req, w->route, rc == -ENOMEM ? 503 : 400,
-                            rc == -ENOMEM ? "out of memory" : "invalid gzip body", w->verbose,
-                            NULL);
+                track__error(t, a, req, w->route, w->legacy, rc == -ENOMEM ? 503 : 400,
+                             rc == -ENOMEM ? "out of memory" : "invalid gzip body", w->verbose,
+                             NULL);
                 return 1;
             }
+            gz_charged = outlen + 1;
+            http_request_charge(req, gz_charged, 1);
             body = w->gunzipped;
             body_len = outlen;
         }
@@ -634,13 +634,14 @@ int track_prepare(track_t *t, http_request_t *req, const struct sockaddr *peer, 
             /* A raw JSON body (Swift, the reference's examples): the body is the data. */
             json = body;
             json_len = body_len;
+            w->legacy = 0;
         } else {
             /* A form, also inside sendBeacon's text/plain body. Decoded in place: ours. */
             rc = decode_form((char *)body, body_len, bp, TRACK_MAX_PAIRS, &nb);
             if (rc) {
-                track_error(t, a, req, w->route, 400,
-                            rc == -E2BIG ? "too many form parameters" : "malformed form body",
-                            w->verbose, NULL);
+                track__error(t, a, req, w->route, w->legacy, 400,
+                             rc == -E2BIG ? "too many form parameters" : "malformed form body",
+                             w->verbose, NULL);
                 return 1;
             }
         }
@@ -650,17 +651,29 @@ int track_prepare(track_t *t, http_request_t *req, const struct sockaddr *peer, 
     w->strict = track_flag_on(track_param(qp, nq, bp, nb, "strict"));
     w->want_ip = track_flag_on(track_param(qp, nq, bp, nb, "ip"));
     w->img = track_flag_on(track_param(qp, nq, bp, nb, "img"));
+    if (w->route == TRACK_RT_IMPORT && json == NULL)
+        w->legacy = !w->strict; /* data= from the query or a form: the /track shapes */
     cb = track_param(qp, nq, bp, nb, "callback");
     if (cb && cb->val_len > 0) {
         if (!track_valid_callback(cb->val, cb->val_len)) {
-            track_error(t, a, req, w->route, 400, "invalid callback name", w->verbose, NULL);
+            track__error(t, a, req, w->route, w->legacy, 400, "invalid callback name", w->verbose,
+                         NULL);
             return 1;
         }
-        w->callback = cb->val;
+        /* Copied: the body it may come from is freed before the answer is built. */
+        memcpy(w->cb_buf, cb->val, cb->val_len);
+        w->cb_buf[cb->val_len] = '\0';
+        w->callback = w->cb_buf;
     }
     rd = track_param(qp, nq, bp, nb, "redirect");
-    if (rd && track_redirect_ok(cfg, rd->val, rd->val_len))
-        w->redirect = rd->val;
+    if (rd && track_redirect_ok(cfg, rd->val, rd->val_len)) {
+        w->redirect = strndup(rd->val, rd->val_len);
+        if (w->redirect == NULL) {
+            track__error(t, a, req, w->route, w->legacy, 503, "out of memory", w->verbose,
+                         w->callback);
+            return 1;
+        }
+    }
 
     if (json == NULL) {
         /* The form body's data wins over the query's (a POST may carry both). */
@@ -668,14 +681,14 @@ int track_prepare(track_t *t, http_request_t *req, const struct sockaddr *peer, 
         if (data == NULL)
             data = decode_form_get(qp, nq, "data");
         if (data == NULL || data->val_len == 0) {
-            track_error(t, a, req, w->route, 400, "data, missing or empty", w->verbose,
-                        w->callback);
+            track__error(t, a, req, w->route, w->legacy, 400, "data, missing or empty", w->verbose,
+                         w->callback);
             return 1;
         }
         rc = decode_payload(data->val, data->val_len, &json, &json_len, &w->payload);
         if (rc) {
-            track_error(t, a, req, w->route, 400, "data, not valid base64 or JSON", w->verbose,
-                        w->callback);
+            track__error(t, a, req, w->route, w->legacy, 400, "data, not valid base64 or JSON",
+                         w->verbose, w->callback);
             return 1;
         }
     }
@@ -696,154 +709,46 @@ int track_prepare(track_t *t, http_request_t *req, const struct sockaddr *peer, 
     };
     rc = event_batch_parse(&w->batch, json, json_len, &opts);
     if (rc == -EACCES) {
-        track_error(t, a, req, w->route, 401, "Invalid credentials", w->verbose, NULL);
+        track__error(t, a, req, w->route, w->legacy, 401, "Invalid credentials", w->verbose, NULL);
         return 1;
     }
     if (rc) {
         int status = rc == -E2BIG ? 413 : rc == -ENOMEM ? 503 : 400;
         const char *why = w->batch.error[0] ? w->batch.error : "data, not valid JSON";
-        track_error(t, a, req, w->route, status, rc == -ENOMEM ? "out of memory" : why, w->verbose,
-                    w->callback);
+        track__error(t, a, req, w->route, w->legacy, status, rc == -ENOMEM ? "out of memory" : why,
+                     w->verbose, w->callback);
         return 1;
     }
     w->parsed = 1;
+    /* The records are copies: what they were decoded from is not needed any more. */
+    free(w->gunzipped);
+    w->gunzipped = NULL;
+    free(w->payload);
+    w->payload = NULL;
+    http_request_release(req, gz_charged);
+    http_request_drop_body(req);
+    http_request_charge(req, track_batch_bytes(&w->batch), 1);
     t->stats.events_rejected += w->batch.nfailures;
+    t->stats.rejected_by[TRACK_REJ_INVALID] += w->batch.nfailures;
     if (w->batch.nrecords == 0) {
         track_finish(t, req, w, 0, a);
         return 1;
     }
+    if (track_rate_limit(t, req, w, a))
+        return 1;
     return 0;
 }
 
-/* ---- answers after the log -------------------------------------------------------------- */
-
-/* Append the failed_records array; returns the bytes written (0 if it did not fit). */
-static size_t track_failed_json(const event_batch_t *b, char *out, size_t outlen)
-{
-    size_t o = 0;
-    int n;
-
-    n = snprintf(out, outlen, "[");
-    o += (size_t)n;
-    for (size_t i = 0; i < b->nfailures && o < outlen; i++) {
-        const event_failure_t *f = &b->failures[i];
-        char id[96], field[128], msg[400];
-        http_json_escape(id, sizeof(id), f->insert_id, strnlen(f->insert_id, sizeof(f->insert_id)));
-        http_json_escape(field, sizeof(field), f->field, strnlen(f->field, sizeof(f->field)));
-        http_json_escape(msg, sizeof(msg), f->message, strnlen(f->message, sizeof(f->message)));
-        n = snprintf(out + o, outlen - o,
-                     "%s{\"index\":%zu,\"$insert_id\":\"%s\",\"field\":\"%s\",\"message\":\"%s\"}",
-                     i ? "," : "", f->index, id, field, msg);
-        if (n < 0 || (size_t)n >= outlen - o)
-            return 0;
-        o += (size_t)n;
-    }
-    if (o + 1 >= outlen)
-        return 0;
-    out[o++] = ']';
-    out[o] = '\0';
-    return o;
-}
-
-/* The body of a request with failed records (/import always, strict=1 elsewhere). */
-static void track_failures_body(track_answer_t *a, const event_batch_t *b, int import)
-{
-    /* Each failure formats into well under 800 bytes; the rest is a fixed frame. */
-    size_t cap = 256 + b->nfailures * 800;
-    char *buf = malloc(cap);
-    size_t o;
-    int n;
-
-    if (buf == NULL) {
-        ans_body(a, "text/plain; charset=utf-8", "out of memory", 13);
-        a->resp.status = 503;
-        return;
-    }
-    n = snprintf(buf, cap,
-                 "{\"code\":400,\"error\":\"some data points in the request failed "
-                 "validation\",\"failed_records\":");
-    o = (size_t)n;
-    o += track_failed_json(b, buf + o, cap - o);
-    n = snprintf(buf + o, cap - o, ",\"num_records_imported\":%zu,\"status\":%s}", b->nrecords,
-                 import ? "\"Bad Request\"" : "0");
-    o += (size_t)n;
-    a->heap = buf;
-    a->resp.body = buf;
-    a->resp.body_len = o;
-    a->resp.content_type = "application/json";
-    a->resp.status = 400;
-}
-
-void track_finish(track_t *t, http_request_t *req, track_work_t *w, int log_status,
-                  track_answer_t *a)
-{
-    const event_batch_t *b = &w->batch;
-    int import = w->route == TRACK_RT_IMPORT;
-    int ok = b->nrecords > 0;
-
-    ans_init(a);
-    if (log_status != 0) {
-        t->stats.log_errors++;
-        track_error(t, a, req, w->route, 503,
-                    log_status == -ENOBUFS ? "server busy, retry later" : "event log unavailable",
-                    w->verbose, w->callback);
-        return;
-    }
-    t->stats.events_stored += b->nrecords;
-    track_api_headers(a, req);
-    a->resp.status = 200;
-    if (b->nfailures > 0 && (import || w->strict)) {
-        track_failures_body(a, b, import);
-    } else if (import) {
-        int n =
-            snprintf(a->small, sizeof(a->small),
-                     "{\"code\":200,\"num_records_imported\":%zu,\"status\":\"OK\"}", b->nrecords);
-        a->resp.body = a->small;
-        a->resp.body_len = (size_t)n;
-        a->resp.content_type = "application/json";
-    } else if (w->redirect) {
-        a->resp.status = 302;
-        ans_header(a, "Location: %s\r\n", w->redirect);
-    } else if (w->img) {
-        a->resp.body = (const char *)track_gif;
-        a->resp.body_len = sizeof(track_gif);
-        a->resp.content_type = "image/gif";
-    } else {
-        char esc[300], inner[400];
-        size_t ilen;
-        const char *type = "text/plain; charset=utf-8";
-        if (w->verbose) {
-            /* A partly valid batch is status 1, and still says why the others were refused. */
-            const char *err = b->error[0] ? b->error : NULL;
-            if (!ok && err == NULL)
-                err = "no valid event";
-            if (err == NULL || (ok && b->nfailures == 0)) {
-                ilen = (size_t)snprintf(inner, sizeof(inner), "{\"status\":1,\"error\":null}");
-            } else {
-                http_json_escape(esc, sizeof(esc), err, strlen(err));
-                ilen = (size_t)snprintf(inner, sizeof(inner), "{\"status\":%d,\"error\":\"%s\"}",
-                                        ok, esc);
-            }
-            type = "application/json";
-        } else {
-            inner[0] = ok ? '1' : '0';
-            inner[1] = '\0';
-            ilen = 1;
-        }
-        if (w->callback) {
-            int n = snprintf(a->small, sizeof(a->small), "%s(%s)", w->callback, inner);
-            a->resp.body_len = n < (int)sizeof(a->small) ? (size_t)n : sizeof(a->small) - 1;
-            a->resp.body = a->small;
-            a->resp.content_type = "text/javascript; charset=utf-8";
-        } else {
-            ans_body(a, type, inner, ilen);
-        }
-    }
-    ans_finish(a);
-    track_count(t, w->route, a->resp.status);
-}
-
 /* ---- the coroutine handler ------------------------------------------------------------ */
+
+/* Latency of an answered API request, from its complete head to now. */
+static void track_observe(track_t *t, const http_request_t *req)
+{
+    int r = req->tag;
+
+    if (r >= TRACK_RT_TRACK && r <= TRACK_RT_IMPORT && req->start_ns)
+        hist_record(&t->stats.latency[r], uv_hrtime() - req->start_ns);
+}
 
 static void track_on_logged(log_append_t *req, int status)
 {
@@ -881,6 +786,7 @@ static void track_handle(void *data, coro_t *co, http_conn_t *c, http_request_t 
         track_finish(t, req, &w, rc, &a);
     }
     http_conn_respond(c, &a.resp);
+    track_observe(t, req);
     track_answer_free(&a);
     track_work_free(&w);
 }
@@ -893,6 +799,7 @@ static http_head_result_t track_on_head(void *data, http_conn_t *c, http_request
     if (track_head(t, req, http_conn_peer(c), &a) == 0)
         return HTTP_HEAD_CONTINUE;
     http_conn_respond(c, &a.resp);
+    track_observe(t, req);
     track_answer_free(&a);
     return HTTP_HEAD_ANSWERED;
 }
@@ -901,94 +808,4 @@ http_handler_t track_handler(track_t *t)
 {
     http_handler_t h = {.data = t, .head = track_on_head, .handle = track_handle};
     return h;
-}
-
-/* ---- /metrics ---------------------------------------------------------------------------- */
-
-static void track_metrics(track_t *t, track_answer_t *a)
-{
-    size_t cap = 16384, o = 0;
-    char *buf = malloc(cap);
-    http_stats_t hs;
-    int n;
-
-#define TRACK_OUT(...)                                                                             \
-    do {                                                                                           \
-        n = snprintf(buf + o, cap - o, __VA_ARGS__);                                               \
-        if (n > 0 && (size_t)n < cap - o)                                                          \
-            o += (size_t)n;                                                                        \
-    } while (0)
-
-    a->resp.status = 200;
-    ans_header(a, "Cache-Control: no-cache, no-store\r\n");
-    if (buf == NULL) {
-        ans_body(a, "text/plain; charset=utf-8", "", 0);
-        ans_finish(a);
-        return;
-    }
-    TRACK_OUT("# TYPE trackd_requests_total counter\n");
-    for (int r = 0; r < TRACK_RT_COUNT; r++) {
-        for (int s = 0; s < TRACK_NSTATUS; s++) {
-            uint64_t v = t->stats.requests[r][s];
-            if (v == 0)
-                continue;
-            if (s < (int)(sizeof(track_statuses) / sizeof(track_statuses[0])))
-                TRACK_OUT("trackd_requests_total{endpoint=\"%s\",status=\"%d\"} %llu\n",
-                          track_route_names[r], track_statuses[s], (unsigned long long)v);
-            else
-                TRACK_OUT("trackd_requests_total{endpoint=\"%s\",status=\"other\"} %llu\n",
-                          track_route_names[r], (unsigned long long)v);
-        }
-    }
-    TRACK_OUT("# TYPE trackd_events_stored_total counter\ntrackd_events_stored_total %llu\n",
-              (unsigned long long)t->stats.events_stored);
-    TRACK_OUT("# TYPE trackd_events_rejected_total counter\ntrackd_events_rejected_total %llu\n",
-              (unsigned long long)t->stats.events_rejected);
-    TRACK_OUT("# TYPE trackd_body_bytes_total counter\ntrackd_body_bytes_total %llu\n",
-              (unsigned long long)t->stats.body_bytes);
-    TRACK_OUT("# TYPE trackd_shed_total counter\ntrackd_shed_total %llu\n",
-              (unsigned long long)t->stats.shed);
-    TRACK_OUT("# TYPE trackd_log_errors_total counter\ntrackd_log_errors_total %llu\n",
-              (unsigned long long)t->stats.log_errors);
-    if (t->server) {
-        http_server_stats(t->server, &hs);
-        TRACK_OUT("# TYPE trackd_connections_open gauge\ntrackd_connections_open %zu\n",
-                  hs.conns_open);
-        TRACK_OUT("# TYPE trackd_connections_total counter\ntrackd_connections_total %llu\n",
-                  (unsigned long long)hs.conns_total);
-        TRACK_OUT("# TYPE trackd_connections_rejected_total counter\n"
-                  "trackd_connections_rejected_total %llu\n",
-                  (unsigned long long)hs.conns_rejected);
-        TRACK_OUT("# TYPE trackd_bytes_in_total counter\ntrackd_bytes_in_total %llu\n",
-                  (unsigned long long)hs.bytes_in);
-        TRACK_OUT("# TYPE trackd_bytes_out_total counter\ntrackd_bytes_out_total %llu\n",
-                  (unsigned long long)hs.bytes_out);
-        TRACK_OUT("# TYPE trackd_timeouts_total counter\ntrackd_timeouts_total %llu\n",
-                  (unsigned long long)hs.timeouts);
-        TRACK_OUT("# TYPE trackd_parse_errors_total counter\ntrackd_parse_errors_total %llu\n",
-                  (unsigned long long)hs.parse_errors);
-        TRACK_OUT("# TYPE trackd_coroutines gauge\ntrackd_coroutines %zu\n",
-                  http_server_coroutines(t->server));
-        TRACK_OUT("# TYPE trackd_responses_total counter\n");
-        for (int cls = 1; cls <= 5; cls++)
-            TRACK_OUT("trackd_responses_total{class=\"%dxx\"} %llu\n", cls,
-                      (unsigned long long)hs.responses[cls]);
-    }
-    if (t->log) {
-        log_stats_t ls;
-        log_get_stats(t->log, &ls);
-        TRACK_OUT("# TYPE trackd_log_queue_bytes gauge\ntrackd_log_queue_bytes %zu\n",
-                  ls.queue_bytes);
-        TRACK_OUT("# TYPE trackd_log_records_total counter\ntrackd_log_records_total %llu\n",
-                  (unsigned long long)ls.records_appended);
-        TRACK_OUT("# TYPE trackd_log_fsyncs_total counter\ntrackd_log_fsyncs_total %llu\n",
-                  (unsigned long long)ls.fsyncs);
-        TRACK_OUT("# TYPE trackd_log_writable gauge\ntrackd_log_writable %d\n", ls.writable);
-    }
-#undef TRACK_OUT
-    a->heap = buf;
-    a->resp.body = buf;
-    a->resp.body_len = o;
-    a->resp.content_type = "text/plain; version=0.0.4";
-    ans_finish(a);
 }

@@ -270,8 +270,8 @@ static void track_plain_answer(track_answer_t *a, const track_work_t *w)
             ilen = (size_t)snprintf(inner, sizeof(inner), "{\"status\":1,\"error\":null}");
         } else {
             http_json_escape(esc, sizeof(esc), err, strlen(err));
-            ilen = (size_t)snprintf(inner, sizeof(inner), "{\"status\":%d,\"error\":\"%s\"}", ok,
-                                    esc);
+            ilen =
+                (size_t)snprintf(inner, sizeof(inner), "{\"status\":%d,\"error\":\"%s\"}", ok, esc);
         }
         type = "application/json";
     } else {
@@ -308,8 +308,8 @@ void track_finish(track_t *t, http_request_t *req, track_work_t *w, int log_stat
     if (b->nfailures > 0 && (import || w->strict)) {
         track_failures_body(a, b, import);
     } else if (import) {
-        ans_bodyf(a, "application/json", "{\"code\":200,\"num_records_imported\":%zu,\"status\":\"OK\"}",
-                  b->nrecords);
+        ans_bodyf(a, "application/json",
+                  "{\"code\":200,\"num_records_imported\":%zu,\"status\":\"OK\"}", b->nrecords);
     } else if (w->redirect) {
         a->resp.status = 302;
         track__ans_header(a, "Location: %s\r\n", w->redirect);

@@ -4,9 +4,9 @@
  *
  * Stopping is graceful and ordered so that nothing acknowledged is lost and nothing in flight is
  * cut: SIGTERM/SIGINT (or the master's death) closes the listeners, lets the server finish the
- * requests it has (idle connections close at once), then closes the log, which makes everything
- * queued durable and runs the last callbacks; the loop then runs out of handles and the worker
- * exits 0. The master enforces shutdown_timeout_ms from outside.
+ * requests it has (idle connections after a short grace), then closes the log, which makes
+ * everything queued durable and runs the last callbacks; the loop then runs out of handles and the
+ * worker exits 0. The master enforces shutdown_timeout_ms from outside.
  */
 #include "trackd/worker.h"
 
@@ -27,6 +27,8 @@
 
 /** How often the worker checks that its master is still there (a fallback to PDEATHSIG). */
 #define WORKER_PARENT_CHECK_MS 1000
+/** Period of the timer whose lateness measures event-loop lag (track_note_loop_lag). */
+#define WORKER_LAG_TICK_MS 50
 
 typedef struct {
     uv_loop_t loop;
@@ -39,6 +41,8 @@ typedef struct {
     size_t nlisteners;
     uv_signal_t sigterm, sigint;
     uv_timer_t parent_timer;
+    uv_timer_t lag_timer;
+    uint64_t lag_due_ns; /* when the lag timer should fire next (uv_hrtime) */
     pid_t ppid;
     int stopping;
     int exit_code;
@@ -72,6 +76,7 @@ static void worker_on_log_closed(void *arg)
     uv_close((uv_handle_t *)&w->sigterm, worker_on_handle_closed);
     uv_close((uv_handle_t *)&w->sigint, worker_on_handle_closed);
     uv_close((uv_handle_t *)&w->parent_timer, worker_on_handle_closed);
+    uv_close((uv_handle_t *)&w->lag_timer, worker_on_handle_closed);
 }
 
 static void worker_on_http_stopped(void *arg)
@@ -91,12 +96,26 @@ static void worker_stop(worker_t *w, const char *why)
     for (size_t i = 0; i < w->nlisteners; i++)
         uv_close((uv_handle_t *)&w->listeners[i], worker_on_handle_closed);
     uv_timer_stop(&w->parent_timer);
+    uv_timer_stop(&w->lag_timer);
     http_server_stop(w->http, worker_on_http_stopped, w);
 }
 
 static void worker_on_signal(uv_signal_t *sig, int signum)
 {
     worker_stop(sig->data, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+/*
+ * The loop's lag: how much later than due this timer runs. A loop that spends long stretches in
+ * callbacks fires it late: every request waiting to be read waits that long too (/metrics).
+ */
+static void worker_on_lag_timer(uv_timer_t *t)
+{
+    worker_t *w = t->data;
+    uint64_t now = uv_hrtime();
+
+    track_note_loop_lag(w->track, now > w->lag_due_ns ? now - w->lag_due_ns : 0);
+    w->lag_due_ns = now + (uint64_t)WORKER_LAG_TICK_MS * 1000000;
 }
 
 static void worker_on_parent_timer(uv_timer_t *t)
@@ -145,6 +164,7 @@ int worker_run(const config_t *cfg, int index, const int *listen_fds, size_t nfd
         goto out_log;
     }
     track_set_server(w.track, w.http);
+    track_set_worker(w.track, index);
     for (size_t i = 0; i < nfds; i++) {
         uv_tcp_init(&w.loop, &w.listeners[i]);
         w.listeners[i].data = &w;
@@ -166,6 +186,10 @@ int worker_run(const config_t *cfg, int index, const int *listen_fds, size_t nfd
     w.parent_timer.data = &w;
     uv_timer_start(&w.parent_timer, worker_on_parent_timer, WORKER_PARENT_CHECK_MS,
                    WORKER_PARENT_CHECK_MS);
+    uv_timer_init(&w.loop, &w.lag_timer);
+    w.lag_timer.data = &w;
+    w.lag_due_ns = uv_hrtime() + (uint64_t)WORKER_LAG_TICK_MS * 1000000;
+    uv_timer_start(&w.lag_timer, worker_on_lag_timer, WORKER_LAG_TICK_MS, WORKER_LAG_TICK_MS);
     if (getppid() != w.ppid)
         worker_stop(&w, "master gone");
 

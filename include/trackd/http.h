@@ -32,6 +32,8 @@
 #define HTTP_NAME_MAX 32
 /** Bytes of the head kept inside a request before it grows onto the heap. */
 #define HTTP_REQ_INLINE 2048
+/** Share of memory_budget_bytes (percent) from which new requests are shed at their head. */
+#define HTTP_MEM_HIGH_WATER_PCT 75
 
 /** The headers the server and handlers care about; all others are counted and dropped. */
 typedef enum {
@@ -78,10 +80,14 @@ struct http_request_s {
     size_t body_len;
     size_t body_bytes; /* bytes of body received so far (also when discarded) */
     int tag;           /* for the handler: set at the head event, read at the request */
+    uint64_t start_ns; /* uv_hrtime() when the head was complete (for latency histograms) */
 
     /* private to http.c */
     http_request_t *next_free;
-    char *buf; /* head storage: inline_buf or heap */
+    struct http_env_s *env; /* whose memory budget the request is charged to */
+    size_t mem;             /* bytes charged to env->mem_used for this request */
+    size_t mem_body;        /* ... of which for the body (reserved or allocated) */
+    char *buf;              /* head storage: inline_buf or heap */
     size_t len, cap;
     size_t body_cap;
     uint32_t target_off, hoff[HTTP_H_COUNT];
@@ -92,11 +98,20 @@ struct http_request_s {
     char inline_buf[HTTP_REQ_INLINE];
 };
 
-/** Per-loop state the parsers of a loop share: the limits and a cache of request buffers. */
-typedef struct {
+/**
+ * Per-loop state the parsers of a loop share: the limits, a cache of request buffers, and the
+ * memory budget (config memory_budget_bytes) that every request buffer of the loop is charged
+ * to: request structs and heads, bodies (reserved from Content-Length at the head), bytes parked
+ * for pipelining, answers waiting to drain, and what handlers charge (gzip output).
+ */
+typedef struct http_env_s {
     const config_t *cfg;
     http_request_t *free_reqs;
     size_t nfree;
+    size_t mem_used;      /* bytes charged now */
+    size_t mem_peak;      /* highest mem_used seen */
+    size_t mem_budget;    /* memory_budget_bytes (SIZE_MAX if 0) */
+    uint64_t mem_refused; /* charges refused because they would pass the budget */
 } http_env_t;
 
 /** Initialise `env` for the limits in `cfg` (borrowed). */
@@ -107,6 +122,47 @@ void http_env_free(http_env_t *env);
 
 /** Release a request obtained from http_parser_take(). */
 void http_request_free(http_env_t *env, http_request_t *req);
+
+/**
+ * Charge `bytes` to the loop's memory budget. Returns 0, or -ENOBUFS (nothing charged) if it
+ * would pass the budget and `force` is 0. `force` is for bytes that already exist (a read that
+ * must be kept); they still count, so new requests are refused until the total drops.
+ */
+int http_env_charge(http_env_t *env, size_t bytes, int force);
+
+/** Give back bytes charged with http_env_charge(). */
+void http_env_release(http_env_t *env, size_t bytes);
+
+/** Bytes left in the budget (0 when it is used up or passed). */
+size_t http_env_room(const http_env_t *env);
+
+/** 1 when the budget is used past HTTP_MEM_HIGH_WATER_PCT: shed new requests at the head. */
+int http_env_over_high_water(const http_env_t *env);
+
+/**
+ * Reserve the body of `req` in the budget before it is read: Content-Length + 1 bytes (nothing
+ * for a chunked body, which is charged as it grows). Returns 0 or -ENOBUFS; the reservation is
+ * released with the request (or its body, http_request_drop_body()).
+ */
+int http_request_reserve_body(http_request_t *req);
+
+/**
+ * Charge `bytes` the handler holds for `req` (gzip output, ...) to the budget; released with the
+ * request. Returns 0 or -ENOBUFS (nothing charged) unless `force`.
+ */
+int http_request_charge(http_request_t *req, size_t bytes, int force);
+
+/** Give back `bytes` charged with http_request_charge() before the request ends. */
+void http_request_release(http_request_t *req, size_t bytes);
+
+/** The budget `req` is charged to (its loop's); NULL for a request not from a parser. */
+http_env_t *http_request_env(const http_request_t *req);
+
+/**
+ * Free the body of a complete request the handler no longer needs (it has decoded it), and give
+ * its bytes back to the budget; body becomes NULL and body_len 0. For handlers that wait long.
+ */
+void http_request_drop_body(http_request_t *req);
 
 /** What http_parser_feed() stopped for. */
 typedef enum {
@@ -191,8 +247,16 @@ size_t http_json_escape(char *out, size_t outlen, const char *s, size_t len);
 typedef struct {
     uint64_t conns_total, conns_rejected, requests, bytes_in, bytes_out;
     uint64_t timeouts, parse_errors, client_gone;
+    uint64_t header_timeouts, body_timeouts; /* the 408s of `timeouts`, by phase */
     size_t conns_open;
-    uint64_t responses[6]; /* by status class: [1] 1xx ... [5] 5xx */
+    uint64_t responses[6];                 /* by status class: [1] 1xx ... [5] 5xx */
+    size_t mem_used, mem_peak, mem_budget; /* the env's memory budget (bytes) */
+    uint64_t mem_refused;                  /* charges the budget refused */
+    uint64_t read_pauses;                  /* busy connections that stopped reading for memory */
+    size_t runnable;                       /* complete requests waiting for the CPU */
+    uint64_t queue_delay_ns;               /* how long the oldest of them has waited */
+    uint64_t queue_delay_max_ns;           /* the longest any request waited to start */
+    uint64_t backlog_ns;                   /* http_server_backlog_ns() */
 } http_stats_t;
 
 typedef struct http_server_s http_server_t;
@@ -227,8 +291,9 @@ http_server_t *http_server_new(uv_loop_t *loop, const config_t *cfg, const http_
 int http_server_accept(http_server_t *s, uv_stream_t *listener);
 
 /**
- * Graceful stop: idle connections close now, busy ones after their current answer; cb(arg) runs
- * once no connection is left. Accept no more connections after this.
+ * Graceful stop: busy connections close after their current answer, idle ones after a short
+ * grace (a request they bring meanwhile is answered, with Connection: close); cb(arg) runs once
+ * no connection is left. Accept no more connections after this.
  */
 void http_server_stop(http_server_t *s, void (*cb)(void *arg), void *arg);
 
@@ -243,6 +308,19 @@ size_t http_conn_idle_bytes(void);
 
 /** Coroutines currently running handlers. */
 size_t http_server_coroutines(const http_server_t *s);
+
+/**
+ * How long the oldest complete request waiting for the CPU has waited (ns; 0 if none): the
+ * server's queueing delay, which the head check compares to its limit to shed CPU overload.
+ */
+uint64_t http_server_queue_delay_ns(const http_server_t *s);
+
+/**
+ * The CPU time admitted work still needs before a new request would start (ns): the larger of
+ * the queueing delay and the bytes of admitted, not yet started requests times the measured CPU
+ * time per byte. The head check sheds while it is over its limit.
+ */
+uint64_t http_server_backlog_ns(const http_server_t *s);
 
 /** The env shared by the server's parsers. */
 http_env_t *http_server_env(http_server_t *s);

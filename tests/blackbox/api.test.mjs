@@ -341,10 +341,17 @@ describe('/import', () => {
 
     it('api_key= in the query is accepted as the secret (form body, unescaped base64)', async () => {
         const evs = [importEvent()];
+        // The legacy form shape answers like /track (`1`), as the Node library requires ...
         const r = await send({ method: 'POST', path: `/import?api_key=${SECRET}`, headers: { 'Content-Type': FORM }, body: `data=${b64json(evs)}` });
         assert.equal(r.status, 200, r.text);
-        assert.equal(r.json().num_records_imported, 1);
+        assert.equal(r.text, '1');
         assertStored(oneByInsertId(records(), evs[0].properties.$insert_id), evs[0], { endpoint: 'import' });
+        // ... and with strict=1 it gets the import JSON.
+        const evs2 = [importEvent()];
+        const r2 = await send({ method: 'POST', path: `/import?api_key=${SECRET}&strict=1`, headers: { 'Content-Type': FORM }, body: `data=${b64json(evs2)}` });
+        assert.equal(r2.status, 200, r2.text);
+        assert.deepStrictEqual(r2.json(), { code: 200, num_records_imported: 1, status: 'OK' });
+        assertStored(oneByInsertId(records(), evs2[0].properties.$insert_id), evs2[0], { endpoint: 'import' });
     });
 
     for (const [what, headers, query] of [

@@ -182,7 +182,8 @@ TEST(config_rate_limits_parse_rate_and_burst_and_per_token_overrides)
     CHECK(set(&c, "rate_limit_token", "big 7") == 0); /* named again: replaced, not added */
     CHECK_EQ_INT(c.nrate_limit_tokens, 3);
     CHECK_EQ_INT(config_rate_for(&c, "big", 3)->rate, 7);
-    static const char *const bad_rates[] = {"", "x", "10 y", "-1", "10 0", "10 20 30", "1000000000"};
+    static const char *const bad_rates[] = {"",     "x",        "10 y",      "-1",
+                                            "10 0", "10 20 30", "1000000000"};
     for (size_t i = 0; i < sizeof(bad_rates) / sizeof(bad_rates[0]); i++) {
         err[0] = '\0';
         CHECK(config_set(&c, "rate_limit", bad_rates[i], err, sizeof(err)) == -EINVAL);
@@ -191,7 +192,7 @@ TEST(config_rate_limits_parse_rate_and_burst_and_per_token_overrides)
     static const char *const bad_tokens[] = {"tok", "tok x", "tok 5 0", " 5"};
     for (size_t i = 0; i < sizeof(bad_tokens) / sizeof(bad_tokens[0]); i++)
         CHECK(config_set(&c, "rate_limit_token", bad_tokens[i], err, sizeof(err)) == -EINVAL);
-    CHECK_EQ_INT(c.rate_limit.rate, 50); /* a refused value changes nothing */
+    CHECK_EQ_INT(c.rate_limit.rate, 50);         /* a refused value changes nothing */
     CHECK(set(&c, "rate_limit_token", "") == 0); /* "" empties the list */
     CHECK_EQ_INT(c.nrate_limit_tokens, 0);
     CHECK(set(&c, "rate_limit_token", "again 3") == 0);

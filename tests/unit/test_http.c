@@ -614,6 +614,43 @@ TEST(http_slow_body_is_408_and_closes)
     stop_worker();
 }
 
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+TEST(http_body_trickled_inside_every_gap_still_ends_at_the_whole_body_deadline)
+{
+    resp_t r;
+    uint64_t t0;
+    int fd;
+
+    test_config();
+    cfg.body_timeout_ms = 1000;
+    start_worker();
+    fd = conn_open();
+    /* 100 bytes at one byte per 300 ms would take 30 s: each gap is fine, the total is not
+     * (30 bytes are sent in 9 s at most: the answer must come long before). */
+    send_str(fd, "POST /track HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n");
+    t0 = mono_ms();
+    for (int i = 0; i < 30; i++) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 300) == 1)
+            break;
+        if (send(fd, "d", 1, MSG_NOSIGNAL) != 1)
+            break;
+    }
+    CHECK(read_resp(fd, &r) == 0);
+    CHECK_EQ_INT(r.status, 408);
+    /* Twice body_timeout_ms + 100 bytes at HTTP_BODY_MIN_RATE: just over two seconds. */
+    CHECK(mono_ms() - t0 >= 1900 && mono_ms() - t0 < 3500);
+    CHECK(closed_by_server(fd));
+    close(fd);
+    stop_worker();
+}
+
 TEST(http_idle_keep_alive_connection_is_closed_after_its_timeout)
 {
     resp_t r;
@@ -760,6 +797,105 @@ TEST(http_full_log_queue_sheds_with_503_and_retry_after_before_the_body)
     CHECK(has_header(&r, "Retry-After: 7"));
     CHECK(closed_by_server(fd));
     close(fd);
+    stop_worker();
+}
+
+TEST(http_memory_budget_refuses_new_requests_with_503_and_recovers)
+{
+    enum { NCONN = 60 };
+    int fds[NCONN], refused = 0, held = 0;
+    resp_t r;
+
+    test_config();
+    cfg.memory_budget_bytes = 64 * 1024; /* about 23 requests in progress */
+    cfg.retry_after_s = 4;
+    start_worker();
+    /* Heads that never end: each holds a request, charged to the budget at its first byte. */
+    for (int i = 0; i < NCONN; i++) {
+        fds[i] = conn_open();
+        send_str(fds[i], "POST /track HTTP/1.1\r\nHost: x\r\nX-Slow: ");
+    }
+    usleep(300 * 1000); /* well inside header_timeout_ms (2 s) */
+    for (int i = 0; i < NCONN; i++) {
+        struct pollfd p = {.fd = fds[i], .events = POLLIN};
+        if (poll(&p, 1, 0) == 1) {
+            CHECK(read_resp(fds[i], &r) == 0);
+            CHECK_EQ_INT(r.status, 503);
+            CHECK(has_header(&r, "Retry-After: 4\r\n"));
+            CHECK(closed_by_server(fds[i]));
+            refused++;
+        } else {
+            held++;
+        }
+    }
+    CHECK(held >= 15 && held <= 30);
+    CHECK_EQ_INT(refused, NCONN - held);
+    /* While the budget is full, even a small complete request is refused ... */
+    CHECK_EQ_INT(request("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", &r), 503);
+    /* ... and once the slow clients are gone, it is served again. */
+    for (int i = 0; i < NCONN; i++)
+        close(fds[i]);
+    usleep(200 * 1000);
+    CHECK_EQ_INT(request("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", &r), 200);
+    CHECK_EQ_INT(request("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", &r), 200);
+    CHECK(strstr(r.body, "trackd_request_memory_refused_total{worker=\"1\"} ") != NULL);
+    CHECK(strstr(r.body, "trackd_request_memory_refused_total{worker=\"1\"} 0\n") == NULL);
+    stop_worker();
+}
+
+TEST(http_body_the_memory_budget_cannot_hold_is_503_before_it_is_sent)
+{
+    char req[512];
+    resp_t r;
+    int fd;
+
+    test_config();
+    cfg.memory_budget_bytes = 256 * 1024;
+    start_worker();
+    fd = conn_open();
+    /* Under max_body_bytes (2 MiB), so not 413; over the budget, so not read at all. */
+    snprintf(req, sizeof(req),
+             "POST /track?verbose=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n");
+    send_str(fd, req);
+    CHECK(read_resp(fd, &r) == 0);
+    CHECK_EQ_INT(r.status, 503);
+    CHECK(has_header(&r, "Retry-After: 1\r\n"));
+    CHECK(strstr(r.body, "server busy") != NULL);
+    CHECK(closed_by_server(fd));
+    close(fd);
+    /* A body that fits is read and stored. */
+    char ev[1024], body[1200], raw[2048];
+    event_b64("fits", ev);
+    int n = snprintf(body, sizeof(body), "data=%s", ev);
+    snprintf(raw, sizeof(raw), "POST /track HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", n,
+             body);
+    CHECK_EQ_INT(request(raw, &r), 200);
+    stop_worker();
+    CHECK_EQ_INT(stored("fits"), 1);
+}
+
+TEST(http_readyz_is_200_when_the_worker_can_take_events_and_503_with_the_reason_when_not)
+{
+    resp_t r;
+
+    test_config();
+    start_worker();
+    CHECK_EQ_INT(request("GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n", &r), 200);
+    CHECK_EQ_STR(r.body, "ready");
+    CHECK_EQ_INT(request("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", &r), 200);
+    CHECK(strstr(r.body, "trackd_ready{worker=\"1\"} 1\n") != NULL);
+    CHECK(strstr(r.body, "trackd_worker_info{worker=\"1\",slot=\"1\"} 1\n") != NULL);
+    stop_worker();
+
+    /* A disk low-water mark no disk can meet: not ready, and it says why. */
+    test_config();
+    cfg.disk_low_water_bytes = UINT64_MAX;
+    start_worker();
+    CHECK_EQ_INT(request("GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n", &r), 503);
+    CHECK(strncmp(r.body, "not ready: disk free ", 21) == 0);
+    CHECK(has_header(&r, "Retry-After: 1\r\n"));
+    /* Liveness is not readiness: /healthz stays 200. */
+    CHECK_EQ_INT(request("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", &r), 200);
     stop_worker();
 }
 

@@ -20,8 +20,8 @@ static http_env_t env;
 typedef struct {
     int status;
     char head[4096];
-    char body[8192];
-    int stored; /* records the log would have been asked to store */
+    char body[65536]; /* /metrics is the largest answer */
+    int stored;       /* records the log would have been asked to store */
 } outcome_t;
 
 static void setup(void)
@@ -54,10 +54,9 @@ static http_request_t *parse(http_parser_t *p, const char *raw)
     }
 }
 
-/* Run one request through the API as the server would, with the log answering `log_status`. */
-static void run(const char *raw, const char *peer, int log_status, outcome_t *o)
+/* Run one request through `t` as the server would, with the log answering `log_status`. */
+static void run_on(track_t *t, const char *raw, const char *peer, int log_status, outcome_t *o)
 {
-    track_t *t = track_new(&cfg, NULL);
     http_parser_t p;
     http_request_t *req;
     track_answer_t a;
@@ -85,6 +84,14 @@ static void run(const char *raw, const char *peer, int log_status, outcome_t *o)
     track_answer_free(&a);
     http_request_free(&env, req);
     http_parser_free(&p);
+}
+
+/* Run one request through a fresh API state. */
+static void run(const char *raw, const char *peer, int log_status, outcome_t *o)
+{
+    track_t *t = track_new(&cfg, NULL);
+    CHECK(t != NULL);
+    run_on(t, raw, peer, log_status, o);
     track_free(t);
 }
 
@@ -408,4 +415,189 @@ TEST(track_healthz_and_metrics_answer_without_a_log)
     run("POST /healthz HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n", NULL, 0, &o);
     CHECK_EQ_INT(o.status, 405);
     CHECK(strstr(o.head, "Allow: GET\r\n") != NULL);
+}
+
+TEST(track_import_in_a_legacy_shape_answers_like_track_for_the_node_library)
+{
+    static char raw[16400];
+    char b[1024], esc[2048], body[4096], bad[4096];
+    outcome_t o;
+    size_t e = 0;
+
+    setup();
+    b64(event_json(), b);
+    for (const char *s = b; *s; s++)
+        e += (size_t)(*s == '+' || *s == '/' || *s == '=' ? sprintf(esc + e, "%%%02X", *s)
+                                                          : sprintf(esc + e, "%c", *s));
+    /* GET ?data= and a form body data=: the library wants exactly `1` ... */
+    snprintf(raw, sizeof(raw), "GET /import?data=%s&verbose=0 HTTP/1.1\r\nHost: h\r\n\r\n", esc);
+    run(raw, NULL, 0, &o);
+    CHECK_EQ_INT(o.status, 200);
+    CHECK_EQ_STR(o.body, "1");
+    CHECK_EQ_INT(o.stored, 1);
+    snprintf(body, sizeof(body), "data=%s", b);
+    run(post("/import?ip=0&verbose=0", "application/x-www-form-urlencoded", body), NULL, 0, &o);
+    CHECK_EQ_STR(o.body, "1");
+    /* ... or verbose JSON with status 1. */
+    run(post("/import?verbose=1", "application/x-www-form-urlencoded", body), NULL, 0, &o);
+    CHECK_EQ_STR(o.body, "{\"status\":1,\"error\":null}");
+    /* Failed records in the legacy shape: 200 and `1` for the valid ones, as /track says. */
+    snprintf(bad, sizeof(bad), "data=[%s,{\"event\":\"x\",\"properties\":{\"token\":\"T\"}}]",
+             event_json());
+    run(post("/import", "application/x-www-form-urlencoded", bad), NULL, 0, &o);
+    CHECK_EQ_INT(o.status, 200);
+    CHECK_EQ_STR(o.body, "1");
+    CHECK_EQ_INT(o.stored, 1);
+    /* strict=1 (query or form) and raw JSON bodies keep /import's own answers. */
+    run(post("/import?strict=1", "application/x-www-form-urlencoded", body), NULL, 0, &o);
+    CHECK_EQ_STR(o.body, "{\"code\":200,\"num_records_imported\":1,\"status\":\"OK\"}");
+    char strict[4200];
+    snprintf(strict, sizeof(strict), "%s&strict=1", body);
+    run(post("/import", "application/x-www-form-urlencoded", strict), NULL, 0, &o);
+    CHECK_EQ_STR(o.body, "{\"code\":200,\"num_records_imported\":1,\"status\":\"OK\"}");
+    snprintf(strict, sizeof(strict), "%s&strict=1", bad);
+    run(post("/import", "application/x-www-form-urlencoded", strict), NULL, 0, &o);
+    CHECK_EQ_INT(o.status, 400);
+    CHECK(strstr(o.body, "\"failed_records\":[{\"index\":1,") != NULL);
+    run(post("/import", "text/plain", event_json()), NULL, 0, &o); /* JSON without the type */
+    CHECK_EQ_STR(o.body, "{\"code\":200,\"num_records_imported\":1,\"status\":\"OK\"}");
+    /* Errors follow the shape too; 401 is the same for every shape. */
+    run("GET /import?verbose=1&data=!!! HTTP/1.1\r\nHost: h\r\n\r\n", NULL, 0, &o);
+    CHECK_EQ_INT(o.status, 400);
+    CHECK(strncmp(o.body, "{\"status\":0,\"error\":", 20) == 0);
+    run(post("/import", "application/json", "{\"event\":"), NULL, 0, &o);
+    CHECK_EQ_INT(o.status, 400);
+    CHECK(strncmp(o.body, "{\"code\":400,", 12) == 0);
+    char err[128];
+    CHECK(config_set(&cfg, "import_secret", "s3cret", err, sizeof(err)) == 0);
+    snprintf(raw, sizeof(raw), "GET /import?data=%s HTTP/1.1\r\nHost: h\r\n\r\n", esc);
+    run(raw, NULL, 0, &o);
+    CHECK_EQ_INT(o.status, 401);
+    CHECK_EQ_STR(o.body,
+                 "{\"code\":401,\"error\":\"Invalid credentials\",\"status\":\"Unauthorized\"}");
+    config_free(&cfg);
+}
+
+TEST(track_readyz_is_503_with_the_reason_without_a_log_and_metrics_label_the_worker)
+{
+    track_t *t;
+    outcome_t o;
+
+    setup();
+    snprintf(cfg.data_dir, sizeof(cfg.data_dir), "%s", test_tmpdir());
+    run("GET /readyz HTTP/1.1\r\nHost: h\r\n\r\n", NULL, 0, &o);
+    CHECK_EQ_INT(o.status, 503);
+    CHECK_EQ_STR(o.body, "not ready: no event log");
+    CHECK(strstr(o.head, "Retry-After: 1\r\n") != NULL);
+    run("POST /readyz HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n", NULL, 0, &o);
+    CHECK_EQ_INT(o.status, 405);
+    t = track_new(&cfg, NULL);
+    track_set_worker(t, 3);
+    run_on(t, post("/track", "application/json", event_json()), NULL, 0, &o);
+    CHECK_EQ_INT(o.status, 200);
+    run_on(t, "GET /metrics HTTP/1.1\r\nHost: h\r\n\r\n", NULL, 0, &o);
+    CHECK_EQ_INT(o.status, 200);
+    CHECK(strstr(o.head, "Content-Type: text/plain; version=0.0.4") != NULL);
+    CHECK(strstr(o.body,
+                 "trackd_requests_total{worker=\"3\",endpoint=\"track\",status=\"200\"} 1\n"));
+    CHECK(strstr(o.body, "trackd_events_stored_total{worker=\"3\",endpoint=\"track\"} 1\n"));
+    CHECK(strstr(o.body, "trackd_ready{worker=\"3\"} 0\n"));
+    CHECK(strstr(o.body, "trackd_request_duration_seconds_count{worker=\"3\",endpoint=\"track\"}"));
+    CHECK(track_stats(t)->requests[TRACK_RT_TRACK][0] == 1);
+    track_free(t);
+}
+
+TEST(track_rate_limit_answers_429_with_retry_after_and_stores_nothing)
+{
+    char err[128], body[4096];
+    track_t *t;
+    outcome_t o;
+
+    setup();
+    CHECK(config_set(&cfg, "rate_limit", "1 3", err, sizeof(err)) == 0);
+    t = track_new(&cfg, NULL);
+    snprintf(body, sizeof(body), "[%s,%s]", event_json(), event_json());
+    run_on(t, post("/track", "application/json", body), NULL, 0, &o);
+    CHECK_EQ_INT(o.status, 200);
+    CHECK_EQ_INT(o.stored, 2);
+    /* One event left in the bucket of T: two more are refused, whole, with the wait. */
+    run_on(t, post("/track?verbose=1", "application/json", body), NULL, 0, &o);
+    CHECK_EQ_INT(o.status, 429);
+    CHECK_EQ_INT(o.stored, 0);
+    CHECK(strstr(o.head, "Retry-After: 1\r\n") != NULL);
+    CHECK_EQ_STR(o.body, "{\"status\":0,\"error\":\"rate limit exceeded, retry later\"}");
+    CHECK_EQ_INT(track_stats(t)->rejected_by[TRACK_REJ_RATE_LIMITED], 2);
+    CHECK_EQ_INT(track_stats(t)->requests[TRACK_RT_TRACK][9], 1); /* the 429 column */
+    /* /import answers in its own shape. */
+    run_on(t, post("/import", "application/json", body), NULL, 0, &o);
+    CHECK_EQ_INT(o.status, 429);
+    CHECK(strstr(o.body, "\"status\":\"Too Many Requests\"") != NULL);
+    /* The one that fits still passes. */
+    run_on(t, post("/track", "application/json", event_json()), NULL, 0, &o);
+    CHECK_EQ_INT(o.status, 200);
+    track_free(t);
+    config_free(&cfg);
+}
+
+/* Parse only the head of `raw` (the body is not fed): the state track_head runs in. */
+static http_request_t *parse_head(http_parser_t *p, const char *raw)
+{
+    size_t used, len = strlen(raw), off = 0;
+    http_event_t ev;
+
+    http_parser_init(p, &env);
+    for (;;) {
+        ev = http_parser_feed(p, raw + off, len - off, &used);
+        off += used;
+        CHECK(ev != HTTP_EV_ERROR && ev != HTTP_EV_REQUEST);
+        if (ev == HTTP_EV_HEAD)
+            return http_parser_req(p);
+        CHECK(off < len);
+    }
+}
+
+TEST(track_head_sheds_with_503_when_the_memory_budget_cannot_hold_the_body)
+{
+    http_parser_t p, p2, p3;
+    http_request_t *req, *req2;
+    track_answer_t a;
+    track_t *t;
+    struct sockaddr_in sa = peer_addr("10.0.0.1");
+
+    setup();
+    cfg.memory_budget_bytes = 256 * 1024;
+    http_env_free(&env);
+    http_env_init(&env, &cfg);
+    t = track_new(&cfg, NULL);
+    /* 100 KiB fits: reserved before a byte of it is read. */
+    req = parse_head(&p, "POST /track HTTP/1.1\r\nHost: h\r\nContent-Length: 102400\r\n\r\n");
+    CHECK_EQ_INT(track_head(t, req, (struct sockaddr *)&sa, &a), 0);
+    CHECK(env.mem_used > 102400);
+    /* A second one of 100 KiB passes the 75% high-water mark: refused at its head. */
+    req2 = parse_head(
+        &p2, "POST /track?verbose=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 102400\r\n\r\n");
+    CHECK_EQ_INT(track_head(t, req2, (struct sockaddr *)&sa, &a), 0);
+    req =
+        parse_head(&p3, "POST /track?verbose=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n");
+    CHECK_EQ_INT(track_head(t, req, (struct sockaddr *)&sa, &a), 1);
+    CHECK_EQ_INT(a.resp.status, 503);
+    CHECK(memmem(a.hdr, a.hlen, "Retry-After: 1\r\n", 16) != NULL);
+    CHECK(strstr(a.resp.body, "server busy") != NULL);
+    CHECK_EQ_INT(track_stats(t)->shed_by[TRACK_SHED_MEMORY], 1);
+    track_answer_free(&a);
+    http_parser_free(&p3);
+    /* Once the first two are gone the budget has room again. */
+    http_parser_free(&p2);
+    http_parser_free(&p);
+    req2 = parse_head(&p2, "POST /track HTTP/1.1\r\nHost: h\r\nContent-Length: 102400\r\n\r\n");
+    CHECK_EQ_INT(track_head(t, req2, (struct sockaddr *)&sa, &a), 0);
+    /* More than the whole budget never fits. */
+    http_parser_free(&p2);
+    req2 = parse_head(&p2, "POST /track HTTP/1.1\r\nHost: h\r\nContent-Length: 300000\r\n\r\n");
+    CHECK_EQ_INT(track_head(t, req2, (struct sockaddr *)&sa, &a), 1);
+    CHECK_EQ_INT(a.resp.status, 503);
+    http_parser_free(&p2);
+    CHECK_EQ_INT(env.mem_used, 0);
+    track_free(t);
+    http_env_free(&env);
 }
