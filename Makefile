@@ -126,8 +126,9 @@ bench: all $(BENCH_BIN)
 	bench/run.sh
 
 FUZZ_TIME ?= 60
+FUZZ_JOBS ?= $(shell nproc 2>/dev/null || echo 1)
 fuzz:
-	scripts/fuzz.sh $(FUZZ_TIME)
+	FUZZ_JOBS=$(FUZZ_JOBS) scripts/fuzz.sh $(FUZZ_TIME)
 
 format:
 	clang-format -i src/*.c include/trackd/*.h tests/unit/*.c bench/*.c fuzz/*.c

@@ -2,6 +2,7 @@
 # Build every libFuzzer target fuzz/fuzz_<name>.c with ASan and UBSan, run each for N seconds
 # (default 60) from its checked-in seed corpus fuzz/corpus/<name>/, and fail on any finding.
 #   scripts/fuzz.sh [SECONDS] [NAME...]      e.g. scripts/fuzz.sh 10 form base64
+#   FUZZ_JOBS=2 scripts/fuzz.sh 60           all targets, two at a time
 #
 # A target says what it needs in its leading comment, one line each (all optional):
 #   fuzz-sources: src/decode.c src/event.c   (default: every src/*.c but the mains, src/*.S, and
@@ -50,6 +51,36 @@ if [ $# -gt 0 ]; then
 	for n in "$@"; do targets="$targets fuzz/fuzz_$n.c"; done
 else
 	targets=$(ls fuzz/fuzz_*.c)
+fi
+
+# FUZZ_JOBS=N runs the targets in N parallel groups (one per core is right: each target is
+# single-threaded), each group a child of this script; their outputs follow one another.
+jobs=${FUZZ_JOBS:-1}
+if [ "$jobs" -gt 1 ] && [ -z "${FUZZ_CHILD:-}" ]; then
+	pids=""
+	j=0
+	while [ "$j" -lt "$jobs" ]; do
+		names=""
+		k=0
+		for t in $targets; do
+			if [ $((k % jobs)) -eq "$j" ]; then
+				t=$(basename "$t" .c)
+				names="$names ${t#fuzz_}"
+			fi
+			k=$((k + 1))
+		done
+		if [ -n "$names" ]; then
+			# shellcheck disable=SC2086
+			FUZZ_CHILD=1 "$0" "$secs" $names >"$out/job$j.out" 2>&1 &
+			pids="$pids $!"
+		fi
+		j=$((j + 1))
+	done
+	rc=0
+	for p in $pids; do wait "$p" || rc=1; done
+	cat "$out"/job*.out
+	rm -f "$out"/job*.out
+	exit $rc
 fi
 
 failed=0
