@@ -10,11 +10,19 @@
  * Handlers run on small coroutine stacks and jansson recurses once per nesting level, so the text
  * is scanned for depth before jansson sees it. The scan also counts the elements of a top-level
  * array, so an oversized batch is refused before anything is allocated for it.
+ *
+ * jansson allocates a node, a hashtable slot and a copy of every key and string: some forty
+ * malloc/free pairs for one event, and a tree walk to free them. During a parse its allocations
+ * come from an arena of a few large blocks instead, released whole at the end, without freeing
+ * the tree node by node (see "jansson's memory" below).
  */
 #include "trackd/event.h"
 
 #include <errno.h>
+#include <stdalign.h>
 #include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +57,11 @@
 #define EVENT_IP_JSON_MAX 128
 /* Initial number of failure entries; grows by doubling. */
 #define EVENT_FAILURES_INITIAL 8
+/* First arena block of a parse: this many bytes per byte of JSON (jansson's tree of a typical
+ * event takes about 8), within these bounds; later blocks double. */
+#define EVENT_ARENA_PER_BYTE 12
+#define EVENT_ARENA_MIN ((size_t)8 << 10)
+#define EVENT_ARENA_FIRST_MAX ((size_t)1 << 20)
 
 /* What a value of an engage/groups operation must be. */
 typedef enum {
@@ -73,10 +86,11 @@ static const struct {
 #define EVENT_NOPS (sizeof(event_ops) / sizeof(event_ops[0]))
 
 /* Bytes the depth scan must look at; everything else is skipped with one table load. */
-enum { SCAN_QUOTE = 1, SCAN_BACKSLASH, SCAN_OPEN, SCAN_CLOSE, SCAN_COMMA };
+enum { SCAN_QUOTE = 1, SCAN_BACKSLASH, SCAN_OPEN, SCAN_CLOSE, SCAN_COMMA, SCAN_BLANK };
 static const uint8_t scan_class[256] = {
-    ['"'] = SCAN_QUOTE, ['\\'] = SCAN_BACKSLASH, ['{'] = SCAN_OPEN,  ['['] = SCAN_OPEN,
-    ['}'] = SCAN_CLOSE, [']'] = SCAN_CLOSE,      [','] = SCAN_COMMA,
+    ['"'] = SCAN_QUOTE,  ['\\'] = SCAN_BACKSLASH, ['{'] = SCAN_OPEN,   ['['] = SCAN_OPEN,
+    ['}'] = SCAN_CLOSE,  [']'] = SCAN_CLOSE,      [','] = SCAN_COMMA,  [' '] = SCAN_BLANK,
+    ['\t'] = SCAN_BLANK, ['\n'] = SCAN_BLANK,     ['\r'] = SCAN_BLANK,
 };
 
 /* Bytes that end a number or literal in JSON text; blanks between tokens. */
@@ -106,6 +120,7 @@ typedef struct {
     json_t *ip;       /* the client's address as a JSON string */
     char ip_json[EVENT_IP_JSON_MAX]; /* the same as JSON text, for the text path */
     size_t ip_json_len;
+    int blanks;       /* the text has blanks between tokens inside its containers */
     char *block;      /* records[nslots], then the payloads back to back, NUL-terminated */
     size_t nslots;    /* records the block has room for */
     size_t used, cap; /* payload bytes used / available after the records */
@@ -119,6 +134,117 @@ typedef struct {
     json_t *time;       /* properties.time, to be clamped to now; NULL = leave it */
     int time_in_ms;     /* the client sent it in milliseconds (else seconds) */
 } event_edit_t;
+
+/*
+ * jansson's memory. json_set_alloc_funcs() is process-wide, and other code (trackctl, the log
+ * reader, benchmarks, any thread) uses jansson too, so the hooks installed here fall back to
+ * malloc/free unless the calling thread is inside event_batch_parse: only that thread's
+ * allocations come from its arena, and a free of a pointer outside the arena goes to free().
+ * Nothing jansson allocates during a parse outlives it (records and failures are copied out into
+ * malloc'd memory), so the arena is released whole at the end and the tree is never walked to
+ * be freed. Frees inside the arena are no-ops, except that the most recent allocation is given
+ * back (jansson's string buffers grow by allocate-copy-free).
+ */
+typedef struct event_arena_block_s {
+    struct event_arena_block_s *prev;
+    size_t size, used;
+    alignas(max_align_t) unsigned char data[];
+} event_arena_block_t;
+
+typedef struct {
+    event_arena_block_t *block; /* current block; older ones through prev */
+    unsigned char *last;        /* the most recent allocation */
+} event_arena_t;
+
+static _Thread_local event_arena_t *event_arena;
+
+static int arena_add_block(event_arena_t *a, size_t min)
+{
+    size_t size = a->block ? a->block->size * 2 : EVENT_ARENA_MIN;
+    event_arena_block_t *blk;
+
+    if (size < min)
+        size = min;
+    if (size > SIZE_MAX - sizeof(*blk) || (blk = malloc(sizeof(*blk) + size)) == NULL)
+        return -ENOMEM;
+    blk->prev = a->block;
+    blk->size = size;
+    blk->used = 0;
+    a->block = blk;
+    return 0;
+}
+
+static void *event_json_malloc(size_t size)
+{
+    event_arena_t *a = event_arena;
+    size_t need;
+
+    if (a == NULL)
+        return malloc(size);
+    need = (size + alignof(max_align_t) - 1) & ~(alignof(max_align_t) - 1);
+    if (need < size)
+        return NULL;
+    if (a->block->size - a->block->used < need && arena_add_block(a, need) < 0)
+        return NULL;
+    a->last = a->block->data + a->block->used;
+    a->block->used += need;
+    return a->last;
+}
+
+static void event_json_free(void *p)
+{
+    event_arena_t *a = event_arena;
+
+    if (p == NULL)
+        return;
+    if (a != NULL) {
+        for (event_arena_block_t *blk = a->block; blk; blk = blk->prev) {
+            uintptr_t start = (uintptr_t)blk->data, at = (uintptr_t)p;
+            if (at >= start && at < start + blk->size) {
+                if (p == a->last && blk == a->block) {
+                    blk->used = (size_t)(a->last - blk->data);
+                    a->last = NULL;
+                }
+                return;
+            }
+        }
+    }
+    free(p);
+}
+
+/*
+ * Installed before main(), while the process has one thread: no other thread can be inside
+ * jansson while its two allocator pointers change. Outside a parse they are malloc and free.
+ */
+__attribute__((constructor)) static void arena_install(void)
+{
+    json_set_alloc_funcs(event_json_malloc, event_json_free);
+}
+
+/* Route this thread's jansson allocations to a fresh arena sized for `len` bytes of text. */
+static int arena_begin(event_arena_t *a, size_t len)
+{
+    size_t first = len < EVENT_ARENA_FIRST_MAX / EVENT_ARENA_PER_BYTE ? len * EVENT_ARENA_PER_BYTE
+                                                                      : EVENT_ARENA_FIRST_MAX;
+
+    a->block = NULL;
+    a->last = NULL;
+    if (arena_add_block(a, first) < 0)
+        return -ENOMEM;
+    event_arena = a;
+    return 0;
+}
+
+/* Back to malloc/free, and release everything jansson allocated since arena_begin. */
+static void arena_end(event_arena_t *a)
+{
+    event_arena = NULL;
+    while (a->block) {
+        event_arena_block_t *prev = a->block->prev;
+        free(a->block);
+        a->block = prev;
+    }
+}
 
 /* Why an event is invalid: fills `f` and returns 1 (the "invalid" outcome of the validators). */
 __attribute__((format(printf, 3, 4))) static int event_fail(event_failure_t *f, const char *field,
@@ -134,14 +260,16 @@ __attribute__((format(printf, 3, 4))) static int event_fail(event_failure_t *f, 
 }
 
 /*
- * Depth of `s` outside strings, and the number of commas directly inside a top-level array.
- * It only has to agree with jansson on valid JSON: on invalid text jansson stops at the first
- * error, and the depth up to there is no more than what this scan saw.
+ * Depth of `s` outside strings, the number of commas directly inside a top-level array, and
+ * whether any blank lies between tokens inside a container (compact text, what the libraries
+ * send, is then copied into records as it is). It only has to agree with jansson on valid JSON:
+ * on invalid text jansson stops at the first error, and the depth up to there is no more than
+ * what this scan saw.
  */
-static int event_scan(const char *s, size_t len, size_t *commas)
+static int event_scan(const char *s, size_t len, size_t *commas, int *blanks)
 {
     size_t depth = 0, n = 0;
-    int in_string = 0;
+    int in_string = 0, b = 0;
 
     for (size_t i = 0; i < len; i++) {
         uint8_t c = scan_class[(unsigned char)s[i]];
@@ -169,9 +297,13 @@ static int event_scan(const char *s, size_t len, size_t *commas)
         case SCAN_COMMA:
             n += depth == 1;
             break;
+        case SCAN_BLANK:
+            b |= depth > 0;
+            break;
         }
     }
     *commas = n;
+    *blanks = b;
     return 0;
 }
 
@@ -525,11 +657,18 @@ static int find_member(const char *s, size_t i, size_t n, const char *key, size_
     return escaped ? -1 : 0;
 }
 
-/* Copy s[from..to) without the blanks between tokens; both ends lie outside strings. */
-static size_t minify(char *out, const char *s, size_t from, size_t to)
+/*
+ * Copy s[from..to) without the blanks between tokens; both ends lie outside strings. `blanks` 0
+ * says there are none (a plain copy then).
+ */
+static size_t minify(char *out, const char *s, size_t from, size_t to, int blanks)
 {
     size_t o = 0, i = from;
 
+    if (!blanks) {
+        memcpy(out, s + from, to - from);
+        return to - from;
+    }
     while (i < to) {
         if (s[i] == '"') {
             size_t e = skip_string(s, i, to);
@@ -617,25 +756,31 @@ static ssize_t store_text(event_ctx_t *cx, size_t start, size_t end, const event
                                    json_is_integer(edit->time));
     }
     if (edit->ip_obj != NULL) {
-        /* Before the closing brace of properties (or of the profile update). */
-        int n = snprintf(ip_member, sizeof(ip_member), "%s\"%s\":%.*s",
-                         json_object_size(edit->ip_obj) ? "," : "", edit->ip_key,
-                         (int)cx->ip_json_len, cx->ip_json);
+        /* Before the closing brace of properties (or of the profile update): ,"ip":"1.2.3.4" */
+        size_t n = 0, klen = strlen(edit->ip_key);
+        if (json_object_size(edit->ip_obj))
+            ip_member[n++] = ',';
+        ip_member[n++] = '"';
+        memcpy(ip_member + n, edit->ip_key, klen);
+        n += klen;
+        ip_member[n++] = '"';
+        ip_member[n++] = ':';
+        memcpy(ip_member + n, cx->ip_json, cx->ip_json_len);
         ed[ned].from = ed[ned].to = pe - 1;
         ed[ned].rep = ip_member;
-        ed[ned++].len = (size_t)n;
+        ed[ned++].len = n + cx->ip_json_len;
     }
     if ((rc = block_reserve(cx, end - start + sizeof(ip_member) + sizeof(now) + 1)) < 0)
         return rc;
     char *out = cx->block + cx->nslots * sizeof(log_record_t) + cx->used;
     size_t o = 0, pos = start;
     for (size_t i = 0; i < ned; i++) {
-        o += minify(out + o, s, pos, ed[i].from);
+        o += minify(out + o, s, pos, ed[i].from, cx->blanks);
         memcpy(out + o, ed[i].rep, ed[i].len);
         o += ed[i].len;
         pos = ed[i].to;
     }
-    o += minify(out + o, s, pos, end);
+    o += minify(out + o, s, pos, end, cx->blanks);
     return (ssize_t)o;
 }
 
@@ -737,12 +882,97 @@ static void batch_reset(event_batch_t *b)
     b->nrecords = b->nfailures = b->nevents = 0;
 }
 
+/*
+ * Parse json[0..len) (its first non-blank byte at `i`) and build the batch. Runs inside the
+ * arena: nothing jansson allocates here is freed one by one.
+ */
+static int batch_from_json(event_ctx_t *cx, const char *json, size_t i, size_t len)
+{
+    event_batch_t *b = cx->b;
+    const event_opts_t *opts = cx->opts;
+    json_error_t jerr;
+    json_t *root;
+    size_t nevents, pos;
+    int rc;
+
+    /* NUL in strings is allowed; lengths are used throughout. Duplicate keys are not refused (the
+     * last one wins, as in JSON.parse) rather than losing a whole batch for one event; but the
+     * text of such a request is not what was validated, so its events are stored as jansson
+     * serializes them, each key once. */
+    root = json_loadb(json, len, JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL && json_error_code(&jerr) == json_error_duplicate_key) {
+        cx->from_tree = 1;
+        root = json_loadb(json, len, JSON_ALLOW_NUL, &jerr);
+    }
+    if (root == NULL && json_error_code(&jerr) == json_error_out_of_memory)
+        return -ENOMEM;
+    if (root == NULL) {
+        snprintf(b->error, sizeof(b->error), "data, invalid JSON: %s", jerr.text);
+        return -EINVAL;
+    }
+    nevents = json_is_array(root) ? json_array_size(root) : 1;
+    if (nevents > opts->max_events)
+        return -E2BIG;
+    if (nevents == 0) {
+        snprintf(b->error, sizeof(b->error), "data, missing or empty");
+        return 0;
+    }
+    if (opts->ip != NULL) {
+        /* The ip as JSON text once per request; an odd one goes the tree way. */
+        if ((cx->ip = json_string(opts->ip)) == NULL) {
+            /* Bad UTF-8, or no memory: only the unchecked variant can tell them apart. */
+            if (json_string_nocheck(opts->ip) == NULL)
+                return -ENOMEM;
+            snprintf(b->error, sizeof(b->error), "client address is not valid UTF-8");
+            return -EINVAL;
+        }
+        cx->ip_json_len = json_dumpb(cx->ip, cx->ip_json, sizeof(cx->ip_json), JSON_ENCODE_ANY);
+        if (cx->ip_json_len == 0 || cx->ip_json_len > sizeof(cx->ip_json))
+            cx->from_tree = 1;
+    }
+    cx->nslots = nevents;
+    cx->cap = len + EVENT_EDIT_SLACK * nevents;
+    cx->block = malloc(nevents * sizeof(log_record_t) + cx->cap);
+    if (cx->block == NULL)
+        return -ENOMEM;
+    b->records = (log_record_t *)(void *)cx->block;
+    b->nevents = nevents;
+    if (!json_is_array(root)) {
+        /* One object: jansson accepted the text as one value, so it spans all but the blanks. */
+        while (blank[(unsigned char)json[len - 1]])
+            len--;
+        rc = event_one(cx, root, 0, i, len);
+        b->records = (log_record_t *)(void *)cx->block;
+        if (rc < 0)
+            return rc;
+    }
+    /* An array: walk the text alongside the tree; each event's span is its record's source. */
+    for (pos = i + 1, i = 0; json_is_array(root) && i < nevents; i++) {
+        size_t start = skip_blank(json, pos, len), end = skip_value(json, start, len);
+        pos = skip_blank(json, end, len) + 1; /* past the ',' */
+        rc = event_one(cx, json_array_get(root, i), i, start, end);
+        b->records = (log_record_t *)(void *)cx->block;
+        if (rc < 0)
+            return rc;
+    }
+    if (b->nrecords == 0) {
+        free(cx->block);
+        b->records = NULL;
+    } else {
+        char *p = cx->block + cx->nslots * sizeof(log_record_t);
+        for (i = 0; i < b->nrecords; i++) {
+            b->records[i].payload = p;
+            p += b->records[i].len + 1;
+        }
+    }
+    return 0;
+}
+
 int event_batch_parse(event_batch_t *b, const char *json, size_t len, const event_opts_t *opts)
 {
     event_ctx_t cx = {.b = b, .opts = opts, .text = json};
-    json_error_t jerr;
-    json_t *root = NULL;
-    size_t commas, nevents, i = 0, pos;
+    event_arena_t arena;
+    size_t commas, i = 0;
     int rc;
 
     memset(b, 0, sizeof(*b));
@@ -756,92 +986,25 @@ int event_batch_parse(event_batch_t *b, const char *json, size_t len, const even
         snprintf(b->error, sizeof(b->error), "unknown endpoint");
         return -EINVAL;
     }
-    if (event_scan(json, len, &commas) < 0) {
+    if (event_scan(json, len, &commas, &cx.blanks) < 0) {
         snprintf(b->error, sizeof(b->error), "data, nesting too deep (more than %d levels)",
                  EVENT_MAX_JSON_DEPTH);
         return -EINVAL;
     }
     if (json[i] == '[' && commas + 1 > opts->max_events)
-        goto too_many;
-    /* NUL in strings is allowed; lengths are used throughout. Duplicate keys are not refused (the
-     * last one wins, as in JSON.parse) rather than losing a whole batch for one event; but the
-     * text of such a request is not what was validated, so its events are stored as jansson
-     * serializes them, each key once. */
-    root = json_loadb(json, len, JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES, &jerr);
-    if (root == NULL && json_error_code(&jerr) == json_error_duplicate_key) {
-        cx.from_tree = 1;
-        root = json_loadb(json, len, JSON_ALLOW_NUL, &jerr);
+        rc = -E2BIG;
+    else if ((rc = arena_begin(&arena, len)) == 0) {
+        rc = batch_from_json(&cx, json, i, len);
+        arena_end(&arena);
     }
-    if (root == NULL) {
-        snprintf(b->error, sizeof(b->error), "data, invalid JSON: %s", jerr.text);
-        return -EINVAL;
-    }
-    nevents = json_is_array(root) ? json_array_size(root) : 1;
-    if (nevents > opts->max_events)
-        goto too_many;
-    if (nevents == 0) {
-        json_decref(root);
-        snprintf(b->error, sizeof(b->error), "data, missing or empty");
+    if (rc == 0)
         return 0;
-    }
-    if (opts->ip != NULL) {
-        /* The ip as JSON text once per request; an odd one goes the tree way. */
-        if ((cx.ip = json_string(opts->ip)) == NULL) {
-            /* Bad UTF-8, or no memory: only the unchecked variant can tell them apart. */
-            json_t *raw = json_string_nocheck(opts->ip);
-            if (raw == NULL)
-                goto nomem;
-            json_decref(raw);
-            json_decref(root);
-            snprintf(b->error, sizeof(b->error), "client address is not valid UTF-8");
-            return -EINVAL;
-        }
-        cx.ip_json_len = json_dumpb(cx.ip, cx.ip_json, sizeof(cx.ip_json), JSON_ENCODE_ANY);
-        if (cx.ip_json_len == 0 || cx.ip_json_len > sizeof(cx.ip_json))
-            cx.from_tree = 1;
-    }
-    cx.nslots = nevents;
-    cx.cap = len + EVENT_EDIT_SLACK * nevents;
-    cx.block = malloc(nevents * sizeof(log_record_t) + cx.cap);
-    if (cx.block == NULL)
-        goto nomem;
-    b->records = (log_record_t *)(void *)cx.block;
-    b->nevents = nevents;
-    /* Walk the text alongside the tree: each event's span is where its record comes from. */
-    pos = json_is_array(root) ? i + 1 : i;
-    for (i = 0; i < nevents; i++) {
-        size_t start = skip_blank(json, pos, len), end = skip_value(json, start, len);
-        pos = skip_blank(json, end, len) + 1; /* past the ',' */
-        rc = event_one(&cx, json_is_array(root) ? json_array_get(root, i) : root, i, start, end);
-        b->records = (log_record_t *)(void *)cx.block;
-        if (rc < 0)
-            goto fail;
-    }
-    if (b->nrecords == 0) {
-        free(cx.block);
-        b->records = NULL;
-    } else {
-        char *p = cx.block + cx.nslots * sizeof(log_record_t);
-        for (i = 0; i < b->nrecords; i++) {
-            b->records[i].payload = p;
-            p += b->records[i].len + 1;
-        }
-    }
-    json_decref(cx.ip);
-    json_decref(root);
-    return 0;
-
-too_many:
-    json_decref(root);
-    snprintf(b->error, sizeof(b->error), "data, more than %zu events", opts->max_events);
-    return -E2BIG;
-nomem:
-    rc = -ENOMEM;
-fail:
     batch_reset(b);
-    json_decref(cx.ip);
-    json_decref(root);
-    if (rc == -EACCES)
+    if (rc == -EINVAL)
+        return rc; /* with its message */
+    if (rc == -E2BIG)
+        snprintf(b->error, sizeof(b->error), "data, more than %zu events", opts->max_events);
+    else if (rc == -EACCES)
         snprintf(b->error, sizeof(b->error), "Invalid credentials: token not allowed");
     else
         snprintf(b->error, sizeof(b->error), "out of memory");

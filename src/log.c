@@ -1,10 +1,15 @@
 /*
- * The event log writer (log.h, docs/log-format.md). The loop thread only copies records into a
- * queue bounded in bytes; one writer thread per log does all disk work: it takes everything
- * queued since its last batch, writes it with one pwritev per IOV_MAX appends at the end of the
- * current segment, and in fsync mode makes it durable with one fdatasync (group commit: what
- * arrives during an fsync goes into the next one). Finished appends go back to the loop through
- * a uv_async_t, whose callback runs them in append order.
+ * The event log writer (log.h, docs/log-format.md). The loop thread only encodes records into a
+ * buffer; one writer thread per log does all disk work. The appends of one loop iteration share a
+ * buffer, handed to the writer (one mutex hold, at most one wake-up) from a uv_prepare callback,
+ * that is when the loop has run every callback that was ready and is about to block: a wake-up
+ * and the two context switches that follow it are paid per iteration, not per request, which
+ * matters most when the loop and the writer share one core. The writer takes every buffer queued
+ * since its last batch, writes them with one pwritev per IOV_MAX ranges at the end of the current
+ * segment, and in fsync mode makes them durable with one fdatasync (group commit: what arrives
+ * during an fsync goes into the next one). Finished buffers go back to the loop through one
+ * uv_async_send per batch, whose callback runs the appends' callbacks in append order and keeps
+ * the buffers for reuse.
  *
  * Failures follow what PostgreSQL and Redis learned about fsync: after a failed fdatasync the
  * kernel may have dropped the dirty pages, so the segment is abandoned (never written or synced
@@ -34,11 +39,17 @@
 
 #include "log_internal.h"
 
-#define LOG_RETRY_MS 1000      /* between retries of a failed writer */
-#define LOG_RECOVER_ATTEMPTS 5 /* after an fsync failure; then the process exits */
-#define LOG_TICK_MS 1000       /* the writer wakes at least this often (age roll, retention) */
-#define LOG_PROBE_BYTES 4096   /* written (then cut off) to learn that space is back */
-#define LOG_IOV_MAX 1024       /* POSIX guarantees IOV_MAX >= 16; Linux has 1024 */
+#define LOG_RETRY_MS 1000           /* between retries of a failed writer */
+#define LOG_RECOVER_ATTEMPTS 5      /* after an fsync failure; then the process exits */
+#define LOG_TICK_MS 1000            /* the writer wakes at least this often (age roll, retention) */
+#define LOG_PROBE_BYTES 4096        /* written (then cut off) to learn that space is back */
+#define LOG_IOV_MAX 1024            /* POSIX guarantees IOV_MAX >= 16; Linux has 1024 */
+#define LOG_WRITE_MAX (1u << 20)    /* a pwritev takes no more buffers once it has this much */
+#define LOG_BUF_INITIAL (64u << 10) /* first size of an append buffer; grows by doubling */
+#define LOG_BUF_ENDS_INITIAL 64     /* appends an append buffer first has room for */
+#define LOG_BUF_SPARE 4             /* buffers kept for reuse ... */
+#define LOG_BUF_SPARE_MAX (1u << 20)  /* ... if not larger (a burst gives its memory back) */
+#define LOG_BUF_HANDOVER (256u << 10) /* a buffer this full goes to the writer at once */
 
 static uint64_t mono_ms(void)
 {
@@ -235,15 +246,16 @@ static void write_failed(log_t *log, int err)
     enter_fail(log, FAIL_WRITE, err);
 }
 
-/* Fill in the record crcs of an entry (the loop thread left them zero). */
-static void entry_encode(log_entry_t *e)
+/* Fill in the record crcs of data[0..len) (whole records; the loop thread left them zero). */
+static size_t records_encode(uint8_t *p, size_t len)
 {
-    uint8_t *p = e->data;
-    for (size_t i = 0; i < e->n; i++) {
-        uint32_t len = (uint32_t)get_le(p, 4);
-        segment_record_encode(p, p + SEGMENT_RECORD_HEADER_SIZE, len, get_le(p + 8, 8), p[16]);
-        p += SEGMENT_RECORD_HEADER_SIZE + len;
+    size_t n = 0;
+    for (uint8_t *end = p + len; p < end; n++) {
+        uint32_t rlen = (uint32_t)get_le(p, 4);
+        segment_record_encode(p, p + SEGMENT_RECORD_HEADER_SIZE, rlen, get_le(p + 8, 8), p[16]);
+        p += SEGMENT_RECORD_HEADER_SIZE + rlen;
     }
+    return n;
 }
 
 static int seg_too_old(const log_t *log)
@@ -253,23 +265,42 @@ static int seg_too_old(const log_t *log)
            log__real_ms() - w->created_ms >= log->cfg.segment_max_age_ms;
 }
 
-static void writer_publish(log_t *log, log_entry_t *batch, int exited);
+static void writer_publish(log_t *log, log_buf_t *batch, int exited);
 
 /*
- * Write one batch and set each entry's status. Entries are written in order, so the written
- * ones and the durable ones are both prefixes of the batch: an entry is acknowledged with 0
- * only if it is inside the prefix the mode promises (durable for fsync, written otherwise).
- * Without fsync, each written group goes back to the loop at once, so the loop can free and
- * refill the queue while the rest is written. Returns the entries still to be published.
+ * Set each buffer's outcome: appends in the first `ok` bytes of the batch are stored, the rest
+ * failed with `err`. `ok` always falls on an append boundary.
  */
-static log_entry_t *write_batch(log_t *log, log_entry_t *batch)
+static void batch_outcome(log_buf_t *batch, uint64_t ok, int err)
+{
+    for (log_buf_t *x = batch; x; x = x->next) {
+        x->ok = ok >= x->len ? x->len : (size_t)ok;
+        x->status = x->ok == x->len ? 0 : err;
+        ok -= x->ok;
+    }
+}
+
+/*
+ * Write one batch (buffers in append order) and set each buffer's outcome. Appends are written
+ * in order, so the written ones and the durable ones are both prefixes of the batch, counted in
+ * bytes: an append is acknowledged with 0 only if it is inside the prefix the mode promises
+ * (durable for fsync, written otherwise). An append never straddles two segments. Without fsync,
+ * buffers written whole go back to the loop after each pwritev, so the loop can free and refill
+ * the queue while the rest is written. Returns the buffers still to be published.
+ */
+static log_buf_t *write_batch(log_t *log, log_buf_t *batch)
 {
     log_writer_t *w = &log->w;
     struct iovec iov[LOG_IOV_MAX];
-    log_entry_t *e = batch, *written_end = batch, *synced_end = batch;
+    int fsync_mode = log->cfg.durability == CONFIG_DURABILITY_FSYNC;
+    uint64_t max = log->cfg.segment_max_bytes;
+    uint64_t written = 0, synced = 0; /* bytes of the batch from `batch` on */
+    log_buf_t *b = batch;             /* next append to write: number ai of buffer b */
+    size_t ai = 0;
     int err = 0;
 
-    while (e) {
+    while (b) {
+        size_t from = ai ? b->ends[ai - 1] : 0;
         if (w->fd < 0) {
             err = log__seg_create(log);
             if (err) {
@@ -278,65 +309,67 @@ static log_entry_t *write_batch(log_t *log, log_entry_t *batch)
             }
         }
         if (w->size > SEGMENT_HEADER_SIZE &&
-            (w->size + e->bytes > log->cfg.segment_max_bytes || seg_too_old(log))) {
+            (w->size + (b->ends[ai] - from) > max || seg_too_old(log))) {
             /* Sync first, so what is durable counts as such even if the new segment fails. */
             if (w->size > w->synced && (err = seg_sync(log)) != 0)
                 break;
-            synced_end = e;
+            synced = written;
             err = seg_roll(log);
             if (err)
                 break;
         }
-        /* One group: as many appends as fit in the segment (at least one) and in one pwritev. */
-        size_t cnt = 0;
+        /*
+         * One group: whole appends that fit in the segment (at least one) and in one pwritev, of
+         * bounded size, so that without fsync the first buffers go back while the rest is written.
+         */
+        size_t cnt = 0, recs = 0;
         uint64_t total = 0;
-        log_entry_t *g = e, *glast = e;
-        while (g && cnt < LOG_IOV_MAX &&
-               (cnt == 0 || w->size + total + g->bytes <= log->cfg.segment_max_bytes)) {
-            entry_encode(g);
-            iov[cnt].iov_base = g->data;
-            iov[cnt].iov_len = g->bytes;
-            total += g->bytes;
-            w->st.records_appended += g->n;
-            cnt++;
-            glast = g;
-            g = g->next;
+        while (b && cnt < LOG_IOV_MAX && total < LOG_WRITE_MAX) {
+            size_t to = from;
+            while (ai < b->nends &&
+                   (total + (to - from) == 0 || w->size + total + (b->ends[ai] - from) <= max))
+                to = b->ends[ai++];
+            if (to > from) {
+                recs += records_encode(b->data + from, to - from);
+                iov[cnt].iov_base = b->data + from;
+                iov[cnt++].iov_len = to - from;
+                total += to - from;
+            }
+            if (ai < b->nends)
+                break; /* the segment is full */
+            b = b->next;
+            ai = 0;
+            from = 0;
         }
         ssize_t n = pwritev(w->fd, iov, (int)cnt, (off_t)w->size);
         if (n < 0 || (uint64_t)n != total) {
             /* A short write to a regular file means the disk or a file size limit is full. */
             err = n < 0 ? -errno : -ENOSPC;
-            for (log_entry_t *x = e; x != g; x = x->next)
-                w->st.records_appended -= x->n;
             write_failed(log, err);
             break;
         }
         w->size += total;
+        written += total;
         w->st.bytes_appended += total;
-        e = written_end = g;
-        if (g && log->cfg.durability != CONFIG_DURABILITY_FSYNC) {
-            glast->next = NULL;
-            for (log_entry_t *x = batch; x; x = x->next)
-                x->status = 0;
+        w->st.records_appended += recs;
+        if (b && b != batch && !fsync_mode) {
+            /* Hand back the buffers written whole; `b` and the rest stay. */
+            log_buf_t *x = batch;
+            while (x->next != b)
+                x = x->next;
+            x->next = NULL;
+            for (x = batch; x; x = x->next)
+                written -= x->len;
+            batch_outcome(batch, UINT64_MAX, 0);
             writer_publish(log, batch, 0);
-            batch = synced_end = g;
+            batch = b;
         }
     }
-    if (err == 0 && log->cfg.durability == CONFIG_DURABILITY_FSYNC && w->size > w->synced) {
+    if (err == 0 && fsync_mode && w->size > w->synced)
         err = seg_sync(log);
-        if (err == 0)
-            synced_end = NULL;
-    }
-    if (err == 0)
-        synced_end = written_end = NULL;
     if (w->fd >= 0)
         segs_set_size(w, w->seq, w->size);
-    log_entry_t *ok_end = log->cfg.durability == CONFIG_DURABILITY_FSYNC ? synced_end : written_end;
-    log_entry_t *x = batch;
-    for (; x != ok_end; x = x->next)
-        x->status = 0;
-    for (; x; x = x->next)
-        x->status = err;
+    batch_outcome(batch, err == 0 ? UINT64_MAX : fsync_mode ? synced : written, err);
     w->st.batches++;
     return batch;
 }
@@ -448,7 +481,7 @@ static void writer_retention(log_t *log)
 }
 
 /* Hand finished entries and fresh counters to the loop thread. */
-static void writer_publish(log_t *log, log_entry_t *batch, int exited)
+static void writer_publish(log_t *log, log_buf_t *batch, int exited)
 {
     log_writer_t *w = &log->w;
     w->st.segments = w->nsegs;
@@ -505,7 +538,7 @@ static void *writer_main(void *arg)
             cond_wait_until(log, deadline);
             log->writer_idle = 0;
         }
-        log_entry_t *batch = log->pending;
+        log_buf_t *batch = log->pending;
         int closing = log->closing;
         log->pending = NULL;
         log->pending_tail = &log->pending;
@@ -516,12 +549,10 @@ static void *writer_main(void *arg)
         if (w->fail_kind && now >= w->retry_at && !closing)
             writer_recover(log);
         if (batch) {
-            if (w->fail_kind) {
-                for (log_entry_t *x = batch; x; x = x->next)
-                    x->status = w->fail_err;
-            } else {
+            if (w->fail_kind)
+                batch_outcome(batch, 0, w->fail_err);
+            else
                 batch = write_batch(log, batch);
-            }
             w->next_flush = mono_ms() + (uint64_t)log->cfg.flush_interval_ms;
         }
         int tick = now >= w->next_tick;
@@ -554,6 +585,122 @@ static void *writer_main(void *arg)
 
 /* ---- Loop thread ---- */
 
+static void buf_free(log_buf_t *b)
+{
+    if (b) {
+        free(b->data);
+        free(b->ends);
+        free(b);
+    }
+}
+
+/* An empty buffer: a recycled one, or a new one (without memory yet: buf_reserve gets it). */
+static log_buf_t *buf_get(log_t *log)
+{
+    log_buf_t *b = log->spare;
+    if (b) {
+        log->spare = b->next;
+        log->nspare--;
+    } else {
+        b = calloc(1, sizeof(*b));
+        if (b == NULL)
+            return NULL;
+    }
+    b->next = NULL;
+    b->reqs = NULL;
+    b->reqs_tail = &b->reqs;
+    b->nends = b->len = b->nrec = 0;
+    return b;
+}
+
+/* Keep a buffer for reuse, unless enough are kept or it grew large in a burst. */
+static void buf_put(log_t *log, log_buf_t *b)
+{
+    if (log->nspare >= LOG_BUF_SPARE || b->cap > LOG_BUF_SPARE_MAX) {
+        buf_free(b);
+        return;
+    }
+    b->next = log->spare;
+    log->spare = b;
+    log->nspare++;
+}
+
+/* Room for `bytes` more record bytes and one more append in `b`. */
+static int buf_reserve(log_buf_t *b, size_t bytes)
+{
+    if (b->len + bytes > b->cap) {
+        size_t cap = b->cap ? b->cap : LOG_BUF_INITIAL;
+        while (cap < b->len + bytes)
+            cap *= 2;
+        uint8_t *d = realloc(b->data, cap);
+        if (d == NULL)
+            return -ENOMEM;
+        b->data = d;
+        b->cap = cap;
+    }
+    if (b->nends == b->ends_cap) {
+        size_t cap = b->ends_cap ? b->ends_cap * 2 : LOG_BUF_ENDS_INITIAL;
+        size_t *e = realloc(b->ends, cap * sizeof(*e));
+        if (e == NULL)
+            return -ENOMEM;
+        b->ends = e;
+        b->ends_cap = cap;
+    }
+    return 0;
+}
+
+/* Durability none: acknowledge what was queued, in order (a callback may append again). */
+static void ack_queued(log_t *log)
+{
+    while (log->ack_head) {
+        log_append_t *req = log->ack_head;
+        log->ack_head = req->next;
+        if (log->ack_head == NULL)
+            log->ack_tail = &log->ack_head;
+        req->cb(req, 0);
+    }
+}
+
+/* Give the open buffer to the writer, waking it if it sleeps and has a reason to start. */
+static void hand_over(log_t *log)
+{
+    log_buf_t *b = log->open;
+    int none = log->cfg.durability == CONFIG_DURABILITY_NONE;
+
+    if (b == NULL || b->len == 0)
+        return;
+    log->open = NULL;
+    pthread_mutex_lock(&log->mu);
+    int first = log->pending == NULL;
+    *log->pending_tail = b;
+    log->pending_tail = &b->next;
+    /*
+     * In none mode the writer sleeps out its flush interval unless the queue is half full; it
+     * only needs waking for the first buffer, to start counting the interval.
+     */
+    if (none && log->queue_bytes > log->cfg.queue_max_bytes / 2)
+        log->urgent = 1;
+    int wake = log->writer_idle && (!none || log->urgent || first);
+    pthread_mutex_unlock(&log->mu);
+    /*
+     * Signalled after unlocking: on a shared core the writer runs as soon as it is woken, and
+     * would only block on the mutex still held here. The writer cannot miss it: it was seen
+     * idle under the mutex, so it is inside pthread_cond_timedwait (or re-checking after a
+     * timeout, which finds the buffer).
+     */
+    if (wake)
+        pthread_cond_signal(&log->cond);
+}
+
+/* Runs once per loop iteration, before the loop polls for I/O (and may block). */
+static void on_prepare(uv_prepare_t *h)
+{
+    log_t *log = h->data;
+
+    ack_queued(log);
+    hand_over(log);
+}
+
 static void log_free(log_t *log)
 {
     if (log->dirfd >= 0)
@@ -563,14 +710,23 @@ static void log_free(log_t *log)
     if (log->w.fd >= 0)
         close(log->w.fd);
     free(log->w.segs);
+    buf_free(log->open);
+    while (log->spare) {
+        log_buf_t *b = log->spare;
+        log->spare = b->next;
+        buf_free(b);
+    }
     pthread_mutex_destroy(&log->mu);
     pthread_cond_destroy(&log->cond);
     free(log);
 }
 
-static void on_async_closed(uv_handle_t *h)
+/* Close callback of both handles: the log goes with the second. */
+static void on_handle_closed(uv_handle_t *h)
 {
     log_t *log = h->data;
+    if (--log->handles_open > 0)
+        return;
     void (*cb)(void *) = log->close_cb;
     void *arg = log->close_arg;
     log_free(log);
@@ -578,37 +734,50 @@ static void on_async_closed(uv_handle_t *h)
         cb(arg);
 }
 
+static void close_handles(log_t *log)
+{
+    log->close_started = 1;
+    uv_close((uv_handle_t *)&log->prepare, on_handle_closed);
+    uv_close((uv_handle_t *)&log->async, on_handle_closed);
+}
+
+/* Run the callbacks of a finished buffer and keep it for reuse. */
+static void buf_finish(log_t *log, log_buf_t *b)
+{
+    /* Release the queue space first: a callback may append again. */
+    log->queue_bytes -= b->len;
+    log->queue_records -= b->nrec;
+    for (log_append_t *req = b->reqs, *next; req; req = next) {
+        next = req->next; /* the callback may reuse req */
+        req->cb(req, req->seq <= b->ok ? 0 : b->status);
+    }
+    if (log->cfg.durability == CONFIG_DURABILITY_NONE && b->ok < b->len) {
+        size_t lost = 0;
+        for (size_t off = b->ok; off < b->len; lost++)
+            off += SEGMENT_RECORD_HEADER_SIZE + (size_t)get_le(b->data + off, 4);
+        msg_error("log: %zu acknowledged records (durability none) were lost: %s", lost,
+                  strerror(-b->status));
+    }
+    buf_put(log, b);
+}
+
 static void on_async(uv_async_t *h)
 {
     log_t *log = h->data;
 
     /* Durability none: acknowledgements in append order, before anything the writer returns. */
-    while (log->ack_head) {
-        log_append_t *req = log->ack_head;
-        log->ack_head = req->next;
-        if (log->ack_head == NULL)
-            log->ack_tail = &log->ack_head;
-        req->cb(req, 0);
-    }
+    ack_queued(log);
     pthread_mutex_lock(&log->mu);
-    log_entry_t *done = log->done;
+    log_buf_t *done = log->done;
     log->done = NULL;
     log->done_tail = &log->done;
     int exited = log->exited, fatal = log->fatal;
     pthread_mutex_unlock(&log->mu);
 
     while (done) {
-        log_entry_t *e = done;
-        done = e->next;
-        /* Release the queue space first: a callback may append again. */
-        log->queue_bytes -= e->bytes;
-        log->queue_records -= e->n;
-        if (e->req)
-            e->req->cb(e->req, e->status);
-        else if (e->status)
-            msg_error("log: %zu acknowledged records (durability none) were lost: %s", e->n,
-                      strerror(-e->status));
-        free(e);
+        log_buf_t *b = done;
+        done = b->next;
+        buf_finish(log, b);
     }
     if (fatal) {
         msg_error("log: the event log in %s cannot be written; exiting so the worker restarts",
@@ -616,9 +785,8 @@ static void on_async(uv_async_t *h)
         exit(LOG_EXIT_FATAL);
     }
     if (exited && !log->close_started) {
-        log->close_started = 1;
         pthread_join(log->thread, NULL);
-        uv_close((uv_handle_t *)&log->async, on_async_closed);
+        close_handles(log);
     }
 }
 
@@ -641,10 +809,12 @@ int log_append(log_t *log, log_append_t *req, const log_record_t *recs, size_t n
     }
     if (log->queue_bytes + bytes > log->cfg.queue_max_bytes)
         return -ENOBUFS;
-    log_entry_t *e = malloc(sizeof(*e) + bytes);
-    if (e == NULL)
+    if (log->open == NULL && (log->open = buf_get(log)) == NULL)
         return -ENOMEM;
-    uint8_t *p = e->data;
+    log_buf_t *b = log->open;
+    if (buf_reserve(b, bytes) < 0)
+        return -ENOMEM;
+    uint8_t *p = b->data + b->len;
     for (size_t i = 0; i < n; i++) {
         put_le(p, recs[i].len, 4);
         put_le(p + 4, 0, 4);
@@ -654,37 +824,27 @@ int log_append(log_t *log, log_append_t *req, const log_record_t *recs, size_t n
         memcpy(p + SEGMENT_RECORD_HEADER_SIZE, recs[i].payload, recs[i].len);
         p += SEGMENT_RECORD_HEADER_SIZE + recs[i].len;
     }
-    int none = log->cfg.durability == CONFIG_DURABILITY_NONE;
+    b->len += bytes;
+    b->ends[b->nends++] = b->len;
+    b->nrec += n;
     req->cb = cb;
-    req->seq = ++log->next_seq;
+    req->seq = b->len; /* its end in the buffer, compared with the writer's `ok` */
     req->next = NULL;
-    e->next = NULL;
-    e->req = none ? NULL : req;
-    e->bytes = bytes;
-    e->n = n;
-    e->status = 0;
-    log->queue_bytes += bytes;
-    log->queue_records += n;
-
-    pthread_mutex_lock(&log->mu);
-    int first = log->pending == NULL;
-    *log->pending_tail = e;
-    log->pending_tail = &e->next;
-    /*
-     * In none mode the writer sleeps out its flush interval unless the queue is half full; it
-     * only needs waking for the first record, to start counting the interval.
-     */
-    if (none && log->queue_bytes > log->cfg.queue_max_bytes / 2)
-        log->urgent = 1;
-    if (log->writer_idle && (!none || log->urgent || first))
-        pthread_cond_signal(&log->cond);
-    pthread_mutex_unlock(&log->mu);
-
-    if (none) {
+    if (log->cfg.durability == CONFIG_DURABILITY_NONE) {
         *log->ack_tail = req;
         log->ack_tail = &req->next;
-        uv_async_send(&log->async);
+    } else {
+        *b->reqs_tail = req;
+        b->reqs_tail = &req->next;
     }
+    log->queue_bytes += bytes;
+    log->queue_records += n;
+    /*
+     * Handed to the writer by on_prepare, once per loop iteration; a long iteration (a large
+     * import, a caller appending in a loop) hands over as it goes, so the writer works meanwhile.
+     */
+    if (b->len >= LOG_BUF_HANDOVER)
+        hand_over(log);
     return 0;
 }
 
@@ -712,6 +872,7 @@ void log_close(log_t *log, void (*close_cb)(void *arg), void *arg)
     log->closing_loop = 1;
     log->close_cb = close_cb;
     log->close_arg = arg;
+    hand_over(log);
     pthread_mutex_lock(&log->mu);
     log->closing = 1;
     pthread_cond_signal(&log->cond);
@@ -766,15 +927,21 @@ int log_open(log_t **logp, uv_loop_t *loop, const log_config_t *cfg)
     if (r)
         goto fail;
     log->async.data = log;
+    log->handles_open = 1;
+    uv_prepare_init(loop, &log->prepare); /* cannot fail */
+    log->prepare.data = log;
+    log->handles_open++;
+    uv_prepare_start(&log->prepare, on_prepare);
+    /* The prepare handle alone does not keep the loop running (the async handle does). */
+    uv_unref((uv_handle_t *)&log->prepare);
     /* The writer takes no signals: they belong to the loop thread. */
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     r = -pthread_create(&log->thread, NULL, writer_main, log);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (r) {
-        /* The handle is initialised: it can only be freed from its close callback. */
-        log->close_started = 1;
-        uv_close((uv_handle_t *)&log->async, on_async_closed);
+        /* The handles are initialised: they can only be freed from their close callbacks. */
+        close_handles(log);
         return r;
     }
     msg_info("log: slot %d in %s, segment %" PRIu64 " at %" PRIu64 " bytes", log->slot, log->dir,

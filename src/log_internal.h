@@ -20,14 +20,21 @@
 /* Why the writer is not accepting (w.fail_kind). */
 enum { FAIL_NONE, FAIL_WRITE, FAIL_NOSEG, FAIL_FSYNC };
 
-/* One log_append: its records encoded as they will be on disk (crc filled in by the writer). */
-typedef struct log_entry_s {
-    struct log_entry_s *next;
-    log_append_t *req; /* NULL once acknowledged (durability none) */
-    size_t bytes, n;
-    int status;
-    uint8_t data[];
-} log_entry_t;
+/*
+ * The appends of one loop iteration, encoded as they go on disk (record crcs are filled in by the
+ * writer), handed to the writer as one unit. The loop thread fills it; from the hand-over until it
+ * comes back in `done` only the writer touches it.
+ */
+typedef struct log_buf_s {
+    struct log_buf_s *next;
+    log_append_t *reqs, **reqs_tail; /* callbacks to run, in order (none in durability none) */
+    size_t *ends;                    /* end offset in data of each append, in order */
+    size_t nends, ends_cap;
+    size_t len, cap, nrec; /* bytes of records in data, allocated, records */
+    size_t ok;             /* set by the writer: appends ending at or before `ok` are stored, */
+    int status;            /* ... the others failed with this error */
+    uint8_t *data;
+} log_buf_t;
 
 typedef struct {
     uint64_t seq, size, created_ms;
@@ -57,18 +64,21 @@ struct log_s {
     pthread_t thread;
 
     /* Loop thread only. */
+    uv_prepare_t prepare; /* hands the iteration's appends over before the loop blocks */
+    log_buf_t *open;      /* appends not yet handed over */
+    log_buf_t *spare;     /* recycled buffers */
+    size_t nspare;
     size_t queue_bytes, queue_records;
-    uint64_t next_seq;
-    log_append_t *ack_head, **ack_tail; /* durability none: acknowledged on the next async run */
-    int closing_loop, close_started;
+    log_append_t *ack_head, **ack_tail; /* durability none: acknowledged before the loop blocks */
+    int closing_loop, close_started, handles_open;
     void (*close_cb)(void *arg);
     void *close_arg;
 
     /* Shared, under mu. */
     pthread_mutex_t mu;
     pthread_cond_t cond;
-    log_entry_t *pending, **pending_tail;
-    log_entry_t *done, **done_tail;
+    log_buf_t *pending, **pending_tail;
+    log_buf_t *done, **done_tail;
     int closing, exited, writer_idle, urgent, fatal;
     log_stats_t st;
     atomic_int fail_err; /* what log_append returns while the writer is failed; 0 = writable */

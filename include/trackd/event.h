@@ -45,6 +45,8 @@ typedef struct {
  * nrecords/nfailures), -EINVAL when it is not JSON or not an object/array (400), -E2BIG for too
  * many events (413), -EACCES when any event's token is not on the allow-list (401, nothing
  * stored), -ENOMEM. On error `b->error` says why and the batch holds nothing to free.
+ * event.c installs jansson allocation hooks (json_set_alloc_funcs) before main(): plain
+ * malloc/free except inside this function on the calling thread. Install no others.
  */
 int event_batch_parse(event_batch_t *b, const char *json, size_t len, const event_opts_t *opts);
 

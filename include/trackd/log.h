@@ -84,7 +84,8 @@ int log_open(log_t **logp, uv_loop_t *loop, const log_config_t *cfg);
  * fails at once without calling cb: -ENOBUFS when the queue is full, the writer's error while it
  * is in a failed state (-EIO after an fdatasync failure, -ENOSPC or another write error until a
  * retry succeeds), -ESHUTDOWN after log_close began, -EINVAL for n == 0, -EMSGSIZE for a payload
- * over SEGMENT_MAX_PAYLOAD, -ENOMEM. The payloads are copied.
+ * over SEGMENT_MAX_PAYLOAD, -ENOMEM. The payloads are copied. The writer gets the appends of a
+ * loop iteration together, when the loop is about to poll (or as soon as 256 KiB are waiting).
  */
 int log_append(log_t *log, log_append_t *req, const log_record_t *recs, size_t n, log_append_cb cb);
 

@@ -6,7 +6,9 @@
 #include "test.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include <jansson.h>
 
@@ -969,4 +971,118 @@ TEST(client_address_that_is_not_utf8_is_einval)
     o.ip = "10.0.0.\xff";
     CHECK_EQ_INT(parse_o(&b, "{\"event\":\"e\",\"properties\":{\"token\":\"t\"}}", &o), -EINVAL);
     CHECK(b.records == NULL && b.error[0] != '\0');
+}
+
+/* ---- the text fast paths and jansson's arena ---- */
+
+TEST(compact_text_is_stored_byte_for_byte_and_outer_blanks_are_dropped)
+{
+    event_batch_t b;
+    const char *ev = "{\"event\":\"e  e\",\"properties\":{\"token\":\"t\",\"s\":\"a \\\" \\\\ b\","
+                     "\"n\":[1.50,{\"x\":\"\\u00e9\"}]}}";
+    char json[512];
+
+    snprintf(json, sizeof(json), " \r\n%s\n\t ", ev);
+    CHECK_EQ_INT(parse(&b, json), 0);
+    CHECK_EQ_INT(b.nrecords, 1);
+    CHECK_EQ_STR((const char *)b.records[0].payload, ev);
+    CHECK_EQ_INT(b.records[0].len, strlen(ev));
+    event_batch_free(&b);
+
+    /* Blanks between the elements of a batch only: each element is stored as sent. */
+    snprintf(json, sizeof(json), "[ %s ,\n%s\t]", ev, ev);
+    CHECK_EQ_INT(parse(&b, json), 0);
+    CHECK_EQ_INT(b.nrecords, 2);
+    CHECK_EQ_STR((const char *)b.records[0].payload, ev);
+    CHECK_EQ_STR((const char *)b.records[1].payload, ev);
+    event_batch_free(&b);
+}
+
+/* Far more nodes per byte of text than a usual event: the arena needs several blocks. */
+TEST(batch_whose_tree_outgrows_the_first_arena_block_is_stored_whole)
+{
+    enum { NEV = 200, NZ = 250 };
+    size_t cap = NEV * (NZ * 2 + 80) + 8, o = 0;
+    char *json = malloc(cap);
+    event_batch_t b;
+
+    CHECK(json != NULL);
+    json[o++] = '[';
+    for (int e = 0; e < NEV; e++) {
+        o += (size_t)snprintf(json + o, cap - o,
+                              "%s{\"event\":\"e%d\",\"properties\":{\"token\""
+                              ":\"t\",\"z\":[",
+                              e ? "," : "", e);
+        for (int z = 0; z < NZ; z++)
+            o += (size_t)snprintf(json + o, cap - o, z ? ",0" : "0");
+        o += (size_t)snprintf(json + o, cap - o, "]}}");
+    }
+    json[o++] = ']';
+    CHECK_EQ_INT(event_batch_parse(&b, json, o,
+                                   &(event_opts_t){.endpoint = SEGMENT_EP_TRACK,
+                                                   .now_ms = NOW_MS,
+                                                   .max_events = 2000,
+                                                   .max_event_bytes = 1000000}),
+                 0);
+    CHECK_EQ_INT(b.nrecords, NEV);
+    for (int e = 0; e < NEV; e++) {
+        char head[64];
+        int n = snprintf(head, sizeof(head), "{\"event\":\"e%d\",", e);
+        CHECK(memcmp(b.records[e].payload, head, (size_t)n) == 0);
+        CHECK_EQ_INT(b.records[e].len, (size_t)n + 33 + NZ * 2);
+    }
+    event_batch_free(&b);
+    free(json);
+}
+
+/* Other jansson users, before, after and during parses on other threads, keep plain malloc. */
+static void *jansson_user(void *arg)
+{
+    for (int i = 0; i < 2000; i++) {
+        json_t *v = json_pack("{s:s, s:[i,i], s:{s:f}}", "a", "text", "b", i, i + 1, "c", "d", 1.5);
+        CHECK(v != NULL);
+        char *s = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS);
+        CHECK(s != NULL);
+        json_t *w = json_loads(s, 0, NULL);
+        CHECK(w != NULL && json_equal(v, w));
+        free(s); /* json_dumps memory is jansson's malloc'd string */
+        json_decref(w);
+        json_decref(v);
+    }
+    return arg;
+}
+
+static void *event_parser(void *arg)
+{
+    event_opts_t o = opts(SEGMENT_EP_TRACK);
+    o.ip = "192.0.2.7";
+    for (int i = 0; i < 2000; i++) {
+        event_batch_t b;
+        CHECK_EQ_INT(parse_o(&b,
+                             "[{\"event\":\"e\",\"properties\":{\"token\":\"t\"}},{\"event\""
+                             ":\"f\",\"properties\":{\"token\":\"t\",\"k\":[1,{}]}}]",
+                             &o),
+                     0);
+        CHECK_EQ_INT(b.nrecords, 2);
+        CHECK_EQ_STR((const char *)b.records[1].payload,
+                     "{\"event\":\"f\",\"properties\":{\"token\":\"t\",\"k\":[1,{}],\"ip\":"
+                     "\"192.0.2.7\"}}");
+        event_batch_free(&b);
+    }
+    return arg;
+}
+
+TEST(jansson_users_outside_a_parse_and_on_other_threads_are_unaffected)
+{
+    pthread_t t[4];
+    /* Made before this thread's parses and freed after them. */
+    json_t *before = json_pack("{s:s}", "k", "made before");
+    CHECK(before != NULL);
+    event_parser(NULL);
+    for (int i = 0; i < 4; i++)
+        CHECK_EQ_INT(pthread_create(&t[i], NULL, i % 2 ? jansson_user : event_parser, NULL), 0);
+    for (int i = 0; i < 4; i++)
+        CHECK_EQ_INT(pthread_join(t[i], NULL), 0);
+    CHECK_EQ_STR(json_string_value(json_object_get(before, "k")), "made before");
+    json_decref(before);
 }
