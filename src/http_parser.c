@@ -760,9 +760,9 @@ http_str_t http_query_raw(const char *q, size_t len, const char *name)
     if (q == NULL)
         return v;
     while (i <= len) {
-        size_t end = i;
-        while (end < len && q[end] != '&')
-            end++;
+        /* memchr: a `data` value of hundreds of bytes is skipped in a few instructions. */
+        const char *amp = i < len ? memchr(q + i, '&', len - i) : NULL;
+        size_t end = amp ? (size_t)(amp - q) : len;
         if (end - i >= nlen && memcmp(q + i, name, nlen) == 0 &&
             (end - i == nlen || q[i + nlen] == '=')) {
             size_t vs = i + nlen + (end - i > nlen ? 1 : 0);
