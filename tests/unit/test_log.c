@@ -1024,6 +1024,7 @@ static void run_under_shim(const char *body)
         setenv("ASAN_OPTIONS", opts, 1);
         setenv("LD_PRELOAD", abs, 1);
         setenv("TRACKD_FAULT_BODY", "1", 1);
+        setenv("TRACKD_UNIT_NESTED", "1", 1);
         setenv("TMPDIR", test_tmpdir(), 1);
         dup2(2, 1); /* the child's TAP lines must not mix with ours */
         execl(test_self_path(), "unit-tests", body, (char *)NULL);
