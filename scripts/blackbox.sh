@@ -8,35 +8,11 @@
 # node's own test report goes to stdout unchanged, so CI reads its closing summary.
 set -eu
 
-if [ $# -ne 1 ]; then
-	echo "usage: $0 BIN_DIR" >&2
-	exit 2
-fi
-
-root=$(cd "$(dirname "$0")/.." && pwd)
-case $1 in
-/*) bin_dir=$1 ;;
-*) bin_dir=$(pwd)/$1 ;;
-esac
-for b in trackd trackctl; do
-	if [ ! -x "$bin_dir/$b" ]; then
-		echo "blackbox: $bin_dir/$b is missing (build it first)" >&2
-		exit 2
-	fi
-done
-
-tests=$root/tests
-stamp=$tests/node_modules/.lockfile.sha256
-want=$(sha256sum "$tests/package-lock.json" | cut -d' ' -f1)
-if [ ! -d "$tests/node_modules" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-	echo "blackbox: npm ci in tests/" >&2
-	(cd "$tests" && npm ci --no-audit --no-fund --loglevel=error) >&2
-	echo "$want" >"$stamp"
-fi
+name=blackbox
+# shellcheck source=scripts/test-env.sh
+. "$(dirname "$0")/test-env.sh"
 
 cd "$root"
-TRACKD_BIN_DIR=$bin_dir
-export TRACKD_BIN_DIR
 # The glob names exactly the suite's files, including ones added later (lib/ holds helpers).
 # --test-timeout is a backstop (per test, and per file) so that a hung test fails instead of
 # stalling CI; the slowest test here takes seconds.
