@@ -72,16 +72,24 @@ static const uint8_t b64_val[256] = {
 /* Deflate cannot expand data by more than about 1032:1, so a larger gzip ISIZE is a lie. */
 #define GUNZIP_MAX_RATIO 1032
 
+/* Offset of the first byte of s[0..len) that percent-decoding changes ('%', or '+' if it means a
+ * space), or len. memchr scans a word or a vector at a time; base64 values are long runs of
+ * plain bytes between escapes. */
+static size_t percent_next(const char *s, size_t len, int plus_space)
+{
+    const char *pct = memchr(s, '%', len);
+    size_t n = pct ? (size_t)(pct - s) : len;
+    const char *plus = plus_space ? memchr(s, '+', n) : NULL;
+    return plus ? (size_t)(plus - s) : n;
+}
+
 ssize_t decode_percent(char *s, size_t len, int plus_space)
 {
-    size_t i = 0, o;
-
     /* Most values hold nothing to decode: find the first byte that needs work, in place. */
-    while (i < len && s[i] != '%' && !(s[i] == '+' && plus_space))
-        i++;
-    for (o = i; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '%') {
+    size_t i = percent_next(s, len, plus_space), o = i;
+
+    while (i < len) {
+        if (s[i] == '%') {
             uint8_t hi, lo;
             if (len - i < 3)
                 return -EINVAL;
@@ -90,12 +98,16 @@ ssize_t decode_percent(char *s, size_t len, int plus_space)
             if (hi == XX || lo == XX)
                 return -EINVAL;
             s[o++] = (char)(hi << 4 | lo);
-            i += 2;
-        } else if (c == '+' && plus_space) {
-            s[o++] = ' ';
+            i += 3;
         } else {
-            s[o++] = (char)c;
+            s[o++] = ' ';
+            i++;
         }
+        /* Move the plain run up to the next escape down over the bytes the decoding freed. */
+        size_t run = percent_next(s + i, len - i, plus_space);
+        memmove(s + o, s + i, run);
+        o += run;
+        i += run;
     }
     return (ssize_t)o;
 }

@@ -210,11 +210,13 @@ static void conn_coro_main(coro_t *co, void *arg)
 /*
  * Start the handler of a request that left the run queue (the queue's reference on the
  * connection becomes the coroutine's). A client that went away meanwhile gets nothing run.
+ * `t0` is the time it starts; returns the time it stopped running (one clock read per handler
+ * serves both the cost sample and the run queue's slice).
  */
-static void conn_run_handler(http_conn_t *c)
+static uint64_t conn_run_handler(http_conn_t *c, uint64_t t0)
 {
     http_server_t *s = c->server;
-    uint64_t bytes = c->unstarted, t0;
+    uint64_t bytes = c->unstarted, t1;
 
     http__unstarted_clear(c);
     if (c->closing) {
@@ -222,7 +224,7 @@ static void conn_run_handler(http_conn_t *c)
         http_request_free(&s->env, c->req);
         c->req = NULL;
         http__conn_unref(c);
-        return;
+        return t0;
     }
     c->co = coro_new(s->coros, conn_coro_main, c);
     if (c->co == NULL) {
@@ -231,14 +233,14 @@ static void conn_run_handler(http_conn_t *c)
         http_conn_error(c, 503, "out of memory", 0, 1);
         http__conn_continue(c);
         http__conn_unref(c);
-        return;
+        return uv_hrtime();
     }
     coro_set_data(c->co, c);
-    t0 = uv_hrtime();
     int waiting = coro_resume(c->co);
+    t1 = uv_hrtime();
     /* Learn what a byte of request costs: the handler's first run is its CPU part. */
     if (bytes > 0) {
-        double sample = (double)(uv_hrtime() - t0) / (double)bytes;
+        double sample = (double)(t1 - t0) / (double)bytes;
         s->ns_per_byte = s->ns_samples == 0
                              ? sample
                              : s->ns_per_byte + HTTP_RUN_EWMA * (sample - s->ns_per_byte);
@@ -246,17 +248,18 @@ static void conn_run_handler(http_conn_t *c)
             s->ns_samples++;
     }
     if (waiting)
-        return; /* waiting (for the log): http_resume() goes on */
+        return t1; /* waiting (for the log): http_resume() goes on */
     c->co = NULL;
     http__conn_continue(c);
     http__conn_unref(c);
+    return t1;
 }
 
 /* Run queued handlers for one slice; more are left for the next loop iteration. */
 static void http_run_queue(uv_check_t *t)
 {
     http_server_t *s = t->data;
-    uint64_t start = uv_hrtime();
+    uint64_t start = uv_hrtime(), now = start;
 
     while (s->run_head) {
         http_conn_t *c = s->run_head;
@@ -269,8 +272,8 @@ static void http_run_queue(uv_check_t *t)
         uint64_t waited = start > c->run_since ? start - c->run_since : 0;
         if (waited > s->stats.queue_delay_max_ns)
             s->stats.queue_delay_max_ns = waited;
-        conn_run_handler(c);
-        if (uv_hrtime() - start >= (uint64_t)HTTP_RUN_SLICE_MS * 1000000)
+        now = conn_run_handler(c, now);
+        if (now - start >= (uint64_t)HTTP_RUN_SLICE_MS * 1000000)
             break;
     }
     if (s->run_head == NULL) {
