@@ -14,7 +14,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, describe, it } from 'node:test';
 
-import { b64json, oneByInsertId, trackEvent } from './lib/events.mjs';
+import { b64json, byInsertId, oneByInsertId, trackEvent } from './lib/events.mjs';
 import { RawConn, buildRequest, request } from './lib/http.mjs';
 import { BIN_DIR, REPO_ROOT, SANITIZED, freePort, readRecords, sleep, slow, startTrackd, tempDir } from './lib/trackd.mjs';
 
@@ -340,5 +340,47 @@ describe('overload at several times capacity', { skip: !TRACKBENCH && 'no trackb
         });
         assert.equal(v.code, 0, `trackbench verify: ${v.out}`);
         console.log(`# overload verify: ${v.out.trim().split('\n').pop()}`);
+    });
+});
+
+describe('at max_connections', () => {
+    it('a connection over the limit gets a whole 503 with Retry-After and is closed; the refusal is counted, nothing stored', async () => {
+        const LIMIT = 3;
+        const srv = await startTrackd({ args: ['--max-connections', String(LIMIT), '--retry-after-s', '2'] });
+        servers.push(srv);
+        const held = [];
+        try {
+            // Fill the limit with connections that have been answered once (so they are surely accepted).
+            for (let i = 0; i < LIMIT; i++) {
+                const c = await RawConn.open(srv.port);
+                held.push(c);
+                await c.write(buildRequest({ path: '/healthz' }));
+                assert.equal((await c.response({ timeout: slow(5000) })).status, 200);
+            }
+            // The next one is refused on accept; its request (with a body) arrives after the 503 was sent.
+            const over = await RawConn.open(srv.port);
+            held.push(over);
+            await sleep(300);
+            const ev = trackEvent();
+            const body = 'data=' + encodeURIComponent(b64json(ev)) + '&pad=' + 'x'.repeat(64 * 1024);
+            try {
+                await over.write(buildRequest({ method: 'POST', path: '/track', body, headers: { 'Content-Type': 'application/x-www-form-urlencoded' } }));
+            } catch {
+                /* a reset makes the write fail: the assertions below say so */
+            }
+            await sleep(300);
+            const r = await over.response({ timeout: slow(5000) });
+            assert.equal(r.status, 503, `got ${r.status} ${r.text}`);
+            assert.equal(r.headers['retry-after'], '2');
+            assert.ok(await over.waitClosed(slow(5000)), 'the refused connection is closed by the server');
+            held.shift().close(); // a free slot for the scrape
+            await sleep(200);
+            const text = await scrape(srv.port);
+            assert.ok(metric(text, 'trackd_connections_rejected_total') >= 1, 'the refusal is counted');
+            // Nothing of the refused request was stored.
+            assert.equal(byInsertId(readRecords(srv.dataDir), ev.properties.$insert_id).length, 0);
+        } finally {
+            for (const c of held) c.close();
+        }
     });
 });
