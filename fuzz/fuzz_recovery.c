@@ -14,8 +14,12 @@
  *                   payloads (JSON formatting, filters) and the record framing past the crc
  *   flags & 0x10    run start-up recovery (log_open + log_close) after reading
  *   flags & 0x20    number the segments 1, 3, 5 (a gap: the reader's chain checks)
- * Checked: after a recovery that succeeded, every segment of the slot scans clean (a torn or
- * damaged tail was cut, never left for the writer to append after).
+ *   flags & 0x40    append FUZZ_ZERO_PAD zero bytes to every segment (fsync mode's zero-filled
+ *                   space ahead of the data, or what a crash leaves of it)
+ * Checked: the scanner's end of data is where only zeros follow (or the end of the file) for a
+ * clean segment; after a recovery that succeeded, every segment of the slot scans clean (a torn
+ * or damaged tail was cut, never left for the writer to append after) and the newest one ends at
+ * its data (its zero padding was cut too).
  */
 /* clang-format off */
 /*
@@ -39,6 +43,8 @@
 #include "trackd/logread.h"
 #include "trackd/msg.h"
 #include "trackd/segment.h"
+
+#define FUZZ_ZERO_PAD 4096 /* flags & 0x40: zeros appended to every segment */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -184,21 +190,32 @@ static void recover(const char *dir, const char *slotdir)
         DIR *d = opendir(slotdir);
         struct dirent *de;
         char path[512];
+        uint64_t newest = 0, newest_end = 0, newest_size = 0;
         while (d && (de = readdir(d)) != NULL) {
             uint64_t seq;
             segment_scan_t sc;
             if (segment_parse_name(de->d_name, &seq) != 0)
                 continue;
             snprintf(path, sizeof(path), "%s/%s", slotdir, de->d_name);
-            if (segment_scan_path(path, NULL, NULL, &sc) == 0 &&
-                (!sc.header_ok || sc.tail != SEGMENT_TAIL_CLEAN)) {
+            if (segment_scan_path(path, NULL, NULL, &sc) != 0)
+                continue;
+            if (!sc.header_ok || sc.tail != SEGMENT_TAIL_CLEAN) {
                 fprintf(stderr, "recovery left %s %s at %llu\n", path, segment_tail_name(sc.tail),
                         (unsigned long long)sc.bad_offset);
                 abort();
             }
+            if (seq >= newest) {
+                newest = seq;
+                newest_end = sc.end;
+                newest_size = sc.file_size;
+            }
         }
         if (d)
             closedir(d);
+        if (newest_end != newest_size) {
+            fprintf(stderr, "recovery left zero padding in the newest segment\n");
+            abort();
+        }
     }
     uv_run(&loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&loop) != 0)
@@ -256,6 +273,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         char full[800];
         snprintf(full, sizeof(full), "%s/%s", slotdir, path);
         write_file(full, buf, hlen + clen);
+        if ((flags & 0x40) && truncate(full, (off_t)(hlen + clen + FUZZ_ZERO_PAD)) != 0)
+            abort();
 
         /* The scanner alone, on a descriptor. */
         int fd = open(full, O_RDONLY | O_CLOEXEC);
@@ -264,8 +283,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (fd < 0)
             abort();
         if (segment_scan_fd(fd, count_record, &n, &sc) == 0) {
-            if (n != sc.records || sc.end > sc.file_size ||
-                (sc.tail == SEGMENT_TAIL_CLEAN && sc.header_ok && sc.end != sc.file_size))
+            if (n != sc.records || sc.end > sc.file_size || sc.nonzero_end > sc.file_size ||
+                (sc.header_ok && sc.nonzero_end < sc.end) ||
+                (sc.tail == SEGMENT_TAIL_CLEAN && sc.header_ok && sc.nonzero_end != sc.end))
                 abort();
         }
         close(fd);

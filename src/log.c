@@ -11,6 +11,14 @@
  * uv_async_send per batch, whose callback runs the appends' callbacks in append order and keeps
  * the buffers for reuse.
  *
+ * In fsync mode each batch ends with an fdatasync, and an fdatasync after an append must also
+ * make the new file size durable (an inode write or a journal commit), which costs about as much
+ * as the data. So the writer keeps zero-filled space ahead of the data end, written and
+ * fdatasynced once per chunk, between batches, and pwrites records over the zeros: their
+ * fdatasync then only writes data blocks. A record header of zeros marks the end of data
+ * (docs/log-format.md); a segment is cut back to its data end when it is closed, so closed segments
+ * are never padded.
+ *
  * Failures follow what PostgreSQL and Redis learned about fsync: after a failed fdatasync the
  * kernel may have dropped the dirty pages, so the segment is abandoned (never written or synced
  * again through that descriptor), its unacknowledged tail is cut off and re-verified through a
@@ -50,6 +58,14 @@
 #define LOG_BUF_SPARE 4             /* buffers kept for reuse ... */
 #define LOG_BUF_SPARE_MAX (1u << 20)  /* ... if not larger (a burst gives its memory back) */
 #define LOG_BUF_HANDOVER (256u << 10) /* a buffer this full goes to the writer at once */
+/*
+ * fsync mode keeps zero-filled, durable space ahead of the data: when less than the low-water
+ * mark is left, it is extended by a chunk (never past segment_max_bytes), written as zeros from a
+ * static buffer of LOG_ZERO_BUF bytes, one iovec each.
+ */
+#define LOG_ZERO_LOW_WATER (512u << 10)
+#define LOG_ZERO_CHUNK (1u << 20)
+#define LOG_ZERO_BUF (64u << 10)
 
 static uint64_t mono_ms(void)
 {
@@ -162,7 +178,8 @@ int log__seg_create(log_t *log)
     }
     w->fd = fd;
     w->seq = seq;
-    w->size = w->synced = sizeof(hdr);
+    w->size = w->synced = w->zero_end = sizeof(hdr);
+    w->prealloc_off = 0;
     w->created_ms = h.created_ms;
     w->st.segments = w->nsegs;
     return 0;
@@ -181,16 +198,18 @@ static void enter_fail(log_t *log, int kind, int err)
  * without another fsync (a second fsync may report success for pages the kernel already
  * dropped), and recovery later cuts the segment back to what was acknowledged.
  */
-static int seg_sync(log_t *log)
+static int seg_sync_as(log_t *log, int records)
 {
     log_writer_t *w = &log->w;
     uint64_t t0 = mono_ns();
     int r = fdatasync(w->fd) < 0 ? -errno : 0;
     uint64_t dt = mono_ns() - t0;
-    w->st.fsyncs++;
-    w->st.fsync_ns_total += dt;
-    if (dt > w->st.fsync_ns_max)
-        w->st.fsync_ns_max = dt;
+    if (records) {
+        w->st.fsyncs++;
+        w->st.fsync_ns_total += dt;
+        if (dt > w->st.fsync_ns_max)
+            w->st.fsync_ns_max = dt;
+    }
     if (r == 0) {
         w->synced = w->size;
         return 0;
@@ -211,6 +230,74 @@ static int seg_sync(log_t *log)
     return -EIO;
 }
 
+/* fdatasync covering records (counted in the stats). */
+static int seg_sync(log_t *log)
+{
+    return seg_sync_as(log, 1);
+}
+
+/*
+ * fsync mode, between batches: if less than LOG_ZERO_LOW_WATER bytes of zeros are left ahead of
+ * the data, write LOG_ZERO_CHUNK more (up to segment_max_bytes) and fdatasync them, so that the
+ * fdatasyncs of the records written over them only write data (the size does not change). The
+ * zeros get their own fdatasync here, off the acknowledgement path: left dirty, they and the
+ * size change would be written by the next record fdatasync (bench/log.md). If the zeros cannot
+ * be written (ENOSPC, a file size limit), the segment just goes on with plain appends, where the
+ * disk-full handling applies. A failed fdatasync abandons the segment like any other.
+ */
+static void seg_prealloc(log_t *log)
+{
+    static const uint8_t zeros[LOG_ZERO_BUF];
+    struct iovec iov[LOG_ZERO_CHUNK / LOG_ZERO_BUF];
+    log_writer_t *w = &log->w;
+    uint64_t max = log->cfg.segment_max_bytes;
+
+    if (log->cfg.durability != CONFIG_DURABILITY_FSYNC || w->fd < 0 || w->fail_kind ||
+        w->prealloc_off || w->size > w->synced)
+        return;
+    if (w->zero_end < w->size)
+        w->zero_end = w->size;
+    if (w->zero_end >= max || w->zero_end - w->size >= LOG_ZERO_LOW_WATER)
+        return;
+    uint64_t from = w->zero_end;
+    uint64_t to = max - from < LOG_ZERO_CHUNK ? max : from + LOG_ZERO_CHUNK;
+    size_t cnt = 0;
+    for (uint64_t off = from; off < to; off += LOG_ZERO_BUF) {
+        iov[cnt].iov_base = (void *)zeros;
+        iov[cnt++].iov_len = to - off < LOG_ZERO_BUF ? (size_t)(to - off) : LOG_ZERO_BUF;
+    }
+    ssize_t n = pwritev(w->fd, iov, (int)cnt, (off_t)from);
+    if (n < 0 || (uint64_t)n != to - from) {
+        int err = n < 0 ? -errno : -ENOSPC;
+        /* Zeros are valid padding: if they cannot be cut off again, they stay counted. */
+        if (n > 0 && ftruncate(w->fd, (off_t)from) < 0)
+            w->zero_end = from + (uint64_t)n;
+        w->prealloc_off = 1;
+        msg_warn("log: cannot zero-fill segment %" PRIu64 " in %s ahead of its data: %s; "
+                 "appending without preallocation",
+                 w->seq, log->dir, strerror(-err));
+        return;
+    }
+    w->zero_end = to;
+    seg_sync_as(log, 0);
+}
+
+/*
+ * Cut the zero-filled space off the current segment (its records are durable already), so that a
+ * closed segment ends at its data end. If that fails the zeros stay: they are valid padding.
+ */
+static void seg_trim(log_t *log)
+{
+    log_writer_t *w = &log->w;
+    if (w->zero_end <= w->size)
+        return;
+    if (ftruncate(w->fd, (off_t)w->size) < 0 || fsync(w->fd) < 0)
+        msg_warn("log: cannot cut the zero-filled tail off segment %" PRIu64 " in %s: %s "
+                 "(readers take its zeros as the end of data)",
+                 w->seq, log->dir, strerror(errno));
+    w->zero_end = w->size;
+}
+
 static void writer_retention(log_t *log);
 
 /* Close the current segment (durable in every mode), start the next, apply retention. */
@@ -223,6 +310,7 @@ static int seg_roll(log_t *log)
             if (r)
                 return r;
         }
+        seg_trim(log);
         close(w->fd);
         w->fd = -1;
         segs_set_size(w, w->seq, w->size);
@@ -243,6 +331,7 @@ static void write_failed(log_t *log, int err)
     msg_error("log: write to segment %" PRIu64 " in %s failed: %s", w->seq, log->dir,
               strerror(-err));
     w->need_truncate = ftruncate(w->fd, (off_t)w->size) < 0;
+    w->zero_end = w->size; /* the zeros ahead are cut off too (retried with the truncation) */
     enter_fail(log, FAIL_WRITE, err);
 }
 
@@ -349,6 +438,8 @@ static log_buf_t *write_batch(log_t *log, log_buf_t *batch)
             break;
         }
         w->size += total;
+        if (w->zero_end < w->size)
+            w->zero_end = w->size; /* appended past the zeros */
         written += total;
         w->st.bytes_appended += total;
         w->st.records_appended += recs;
@@ -419,6 +510,7 @@ static void writer_recover(log_t *log)
         if (n != 0)
             w->need_truncate = ftruncate(w->fd, (off_t)w->size) < 0;
         ok = n == (ssize_t)sizeof(zeros) && !w->need_truncate;
+        w->prealloc_off = !ok; /* space is back: zero-filling may work again */
         break;
     case FAIL_NOSEG:
         ok = log__seg_create(log) == 0;
@@ -565,6 +657,12 @@ static void *writer_main(void *arg)
         if (batch || tick)
             writer_retention(log);
         writer_publish(log, batch, 0);
+        /* With the batch acknowledged, before taking the next: the zeros ahead, if short. */
+        if (batch && !closing) {
+            seg_prealloc(log);
+            if (w->fail_kind)
+                writer_publish(log, NULL, 0); /* its fdatasync failed: refuse appends now */
+        }
 
         if (closing) {
             pthread_mutex_lock(&log->mu);
@@ -574,6 +672,9 @@ static void *writer_main(void *arg)
                 continue;
             if (w->fd >= 0 && !w->fail_kind && w->size > w->synced)
                 seg_sync(log);
+            /* A clean stop leaves the segment at its data end, as start-up recovery would. */
+            if (w->fd >= 0 && !w->fail_kind)
+                seg_trim(log);
             if (w->fd >= 0)
                 close(w->fd);
             w->fd = -1;

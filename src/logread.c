@@ -10,10 +10,12 @@
  * - the reader merges the slots by (receive time, slot, segment, offset), taking one head record
  *   per slot, so each slot's records keep their write order (what makes per-slot cursors exact).
  *
- * The writer appends with write(2) only and rolls by creating the next segment after the previous
- * one is complete, so a reader never sees a hole in the middle of what it already read; the one
- * race left is "end of segment N seen, then N+1 created": the reader re-reads N once after it sees
- * N+1 before calling what is left in N damage.
+ * The writer appends (in fsync mode over zeros it filled ahead of the data: a zero record header
+ * marks the end of data, and a follower waits there and reads the same offset again) and rolls by
+ * creating the next segment after the previous one is complete and cut back to its data end, so a
+ * reader never sees a hole in the middle of what it already read; the one race left is "end of
+ * segment N seen, then N+1 created": the reader re-reads N once after it sees N+1 before calling
+ * what is left in N damage.
  */
 #include "trackd/logread.h"
 
@@ -134,6 +136,31 @@ static int segr_open(segr_t *s, const char *dir, uint64_t seq, segment_header_t 
         return -EBADMSG;
     s->next = SEGMENT_HEADER_SIZE;
     return 0;
+}
+
+/*
+ * 1 if the bytes at `next` start with the end-of-data marker: a zero length field (records are
+ * never empty), or fewer bytes than that at the end of the file, all zero.
+ */
+static int segr_at_marker(const segr_t *s)
+{
+    size_t avail = (size_t)segr_pending(s);
+    const uint8_t *p = s->buf + (s->next - s->base);
+    if (avail == 0)
+        return 0;
+    for (size_t i = 0; i < avail && i < 4; i++)
+        if (p[i] != 0)
+            return 0;
+    return 1;
+}
+
+/* Just past the last non-zero byte from `next` to the end of the file as it is now. */
+static int segr_nonzero_end(const segr_t *s, uint64_t *end)
+{
+    struct stat st;
+    if (fstat(s->fd, &st) != 0)
+        return -errno;
+    return segment_nonzero_end(s->fd, s->next, (uint64_t)st.st_size, end);
 }
 
 /* Start decoding at `off` (a cursor position), dropping the window. */
@@ -576,6 +603,29 @@ static int slot_next(logread_t *r, slot_t *s, logread_record_t *rec)
             continue;
         }
         uint64_t pending = segr_pending(&s->seg);
+        if (pending > 0 && segr_at_marker(&s->seg)) {
+            /*
+             * The end-of-data marker: zeros the writer filled ahead of its data (fsync mode),
+             * which records will be written over. A follower waits here and reads the same
+             * offset again later; otherwise it is a clean end if only zeros follow.
+             */
+            if (r->opts.follow && !slot_has_later(r, s, s->seg.seq)) {
+                segr_seek(&s->seg, s->seg.next);
+                return 0;
+            }
+            uint64_t nz;
+            int e = segr_nonzero_end(&s->seg, &nz);
+            if (e == -ENOMEM)
+                return e;
+            if (e < 0) {
+                report(r, LOGREAD_ERROR, s->slot, s->seg.seq, s->seg.next, s->seg.path,
+                       "read error at offset %" PRIu64 ": %s", s->seg.next, strerror(-e));
+                slot_pass(s, s->seg.seq);
+                continue;
+            }
+            rc = 0; /* non-zero bytes after the marker: a write cut short, so torn */
+            pending = nz > s->seg.next ? nz - s->seg.next : 0;
+        }
         if (slot_has_later(r, s, s->seg.seq)) {
             /*
              * The segment is closed; it may have been completed just before the roll, or its
@@ -619,6 +669,10 @@ static int slot_next(logread_t *r, slot_t *s, logread_record_t *rec)
             return 0;
         }
         uint64_t after = rc == -EBADMSG ? records_after_bad(s->seg.fd) : 0;
+        uint64_t nz;
+        /* Zero padding after the bad bytes never held anything: not counted. */
+        if (segr_nonzero_end(&s->seg, &nz) == 0 && nz > s->seg.next)
+            pending = nz - s->seg.next;
         if (after > 0)
             report(r, LOGREAD_DAMAGE, s->slot, s->seg.seq, s->seg.next, s->seg.path,
                    "damaged record at offset %" PRIu64 " with %" PRIu64

@@ -1,7 +1,8 @@
 /*
  * Opening a log (log.h, docs/log-format.md): taking a slot directory, and start-up recovery.
  * Every closed segment is scanned whole and must end cleanly, or the log refuses to open; the
- * newest one has a torn or damaged tail (what a crash interrupted) cut off and is appended to.
+ * newest one has a torn or damaged tail (what a crash interrupted) cut off, and any zero padding
+ * after its data (fsync mode's preallocation) too, and is appended to.
  * Runs on the loop thread inside log_open, before the writer thread exists.
  */
 #include <dirent.h>
@@ -205,7 +206,8 @@ static int check_closed(log_t *log, uint64_t seq)
     if (sc.header.seq != seq || sc.header.slot != (uint32_t)log->slot)
         msg_warn("log: %s/%s says segment %" PRIu64 " of slot %" PRIu32 "", log->dir, name,
                  sc.header.seq, sc.header.slot);
-    return log__segs_add(&log->w, seq, sc.file_size, sc.header.created_ms);
+    /* Its data size: a zero tail (which only a failed cut at a roll leaves) is not data. */
+    return log__segs_add(&log->w, seq, sc.end, sc.header.created_ms);
 }
 
 /*
@@ -246,11 +248,21 @@ static int recover_last(log_t *log, uint64_t seq)
                  name, sc.file_size);
         sc.header = h;
         sc.end = sizeof(hdr);
+    } else if (sc.tail == SEGMENT_TAIL_CLEAN && sc.end < sc.file_size) {
+        /*
+         * Zero-filled space after the data (fsync mode preallocates): the normal end, nothing
+         * dropped. Cut off so the segment is at its data end; the writer zero-fills again.
+         */
+        if (ftruncate(fd, (off_t)sc.end) < 0 || fsync(fd) < 0) {
+            r = -errno;
+            goto fail;
+        }
     } else if (sc.tail != SEGMENT_TAIL_CLEAN) {
-        uint64_t dropped = sc.file_size - sc.end;
+        /* Zero padding after the bad bytes is not counted: it never held anything. */
+        uint64_t dropped = sc.nonzero_end - sc.end;
         if (sc.after_bad) {
             snprintf(side, sizeof(side), "%s.damaged-%" PRIu64, name, sc.end);
-            r = save_tail(log, fd, sc.end, sc.file_size, side);
+            r = save_tail(log, fd, sc.end, sc.nonzero_end, side);
             if (r) {
                 msg_error("log: cannot save the damaged tail of %s/%s: %s", log->dir, name,
                           strerror(-r));
@@ -268,13 +280,17 @@ static int recover_last(log_t *log, uint64_t seq)
                  " (a %s record, then %" PRIu64 " whole records); %" PRIu64 " records kept",
                  log->dir, name, dropped, sc.end, segment_tail_name(sc.tail), sc.after_bad,
                  sc.records);
+        if (sc.file_size > sc.nonzero_end)
+            msg_info("log: %s/%s: also cut %" PRIu64 " bytes of zero padding", log->dir, name,
+                     sc.file_size - sc.nonzero_end);
     }
     r = log__segs_add(w, seq, sc.end, sc.header.created_ms);
     if (r)
         goto fail;
     w->fd = fd;
     w->seq = seq;
-    w->size = w->synced = sc.end;
+    w->size = w->synced = w->zero_end = sc.end;
+    w->prealloc_off = 0;
     w->created_ms = sc.header.created_ms;
     return 0;
 fail:

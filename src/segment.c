@@ -25,7 +25,10 @@
 #define CRC32C_POLY 0x82F63B78u
 /* The scanner reads this much per pread; grown only to fit one larger record. */
 #define SCAN_CHUNK (1u << 20)
-#define SCAN_PROBE_MAX 1000000 /* records followed past a damaged one, to bound the work */
+#define SCAN_PROBE_MAX 1000000      /* records followed past a damaged one, to bound the work */
+#define ZERO_READ_CHUNK (64u << 10) /* segment_nonzero_end's read size */
+/* Bytes of a record's length field: all zero at a record boundary marks the end of data. */
+#define LENGTH_FIELD_SIZE 4
 
 static uint32_t crc_table[8][256];
 static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
@@ -255,6 +258,51 @@ const char *segment_tail_name(segment_tail_t tail)
     }
 }
 
+static int all_zero(const uint8_t *p, size_t n)
+{
+    return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
+}
+
+int segment_nonzero_end(int fd, uint64_t from, uint64_t size, uint64_t *end)
+{
+    *end = from;
+    if (size <= from)
+        return 0;
+    uint8_t *buf = malloc(ZERO_READ_CHUNK);
+    if (buf == NULL)
+        return -ENOMEM;
+    int ret = 0;
+    uint64_t hi = size; /* [hi, size) is known to be zero (or past the end of the file) */
+    while (hi > from) {
+        size_t want = hi - from < ZERO_READ_CHUNK ? (size_t)(hi - from) : ZERO_READ_CHUNK;
+        uint64_t lo = hi - want;
+        size_t got = 0;
+        while (got < want) {
+            ssize_t n = pread(fd, buf + got, want - got, (off_t)(lo + got));
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0) {
+                ret = -errno;
+                goto done;
+            }
+            if (n == 0)
+                break; /* the file shrank: what is missing reads as nothing */
+            got += (size_t)n;
+        }
+        if (!all_zero(buf, got)) {
+            size_t i = got;
+            while (buf[i - 1] == 0)
+                i--;
+            *end = lo + i;
+            goto done;
+        }
+        hi = lo;
+    }
+done:
+    free(buf);
+    return ret;
+}
+
 /* A window [base, base+len) of the file, read with pread. */
 typedef struct {
     int fd;
@@ -351,6 +399,7 @@ int segment_scan_fd(int fd, int (*cb)(const segment_record_t *rec, void *arg), v
     ret = scan_fill(&b, 0, SEGMENT_HEADER_SIZE);
     if (ret)
         goto done;
+    out->nonzero_end = b.size; /* for a bad header: nothing in the file can be trusted */
     if (b.len < SEGMENT_HEADER_SIZE) {
         out->tail = SEGMENT_TAIL_TORN;
         goto done;
@@ -385,11 +434,29 @@ int segment_scan_fd(int fd, int (*cb)(const segment_record_t *rec, void *arg), v
         off += SEGMENT_RECORD_HEADER_SIZE + (uint64_t)rec.len;
         out->end = off;
     }
+    out->nonzero_end = off;
+    if (out->tail == SEGMENT_TAIL_CLEAN)
+        goto done;
+    /*
+     * Where the data ends, the rest of the file is zero padding (a clean end), or the non-zero
+     * bytes up to nonzero_end are what a bad tail holds.
+     */
+    ret = segment_nonzero_end(fd, off, b.size, &out->nonzero_end);
+    if (ret)
+        goto done;
+    size_t avail = scan_avail(&b, off);
+    size_t field = avail < LENGTH_FIELD_SIZE ? avail : LENGTH_FIELD_SIZE;
+    if (all_zero(b.p + (off - b.base), field)) {
+        /* The end-of-data marker: clean if only zeros follow, else a write cut short. */
+        out->tail = out->nonzero_end == off ? SEGMENT_TAIL_CLEAN : SEGMENT_TAIL_TORN;
+        out->bad_offset = out->tail == SEGMENT_TAIL_CLEAN ? 0 : off;
+        goto done;
+    }
     /*
      * Damage with whole valid records behind it (found by trusting the damaged record's length
      * field) is corruption of data once written whole, not an interrupted append: say so.
      */
-    if (out->tail == SEGMENT_TAIL_DAMAGED && scan_avail(&b, off) >= SEGMENT_RECORD_HEADER_SIZE) {
+    if (out->tail == SEGMENT_TAIL_DAMAGED && avail >= SEGMENT_RECORD_HEADER_SIZE) {
         uint32_t plen = get_u32(b.p + (off - b.base));
         if (plen <= SEGMENT_MAX_PAYLOAD) {
             uint64_t probe = off + SEGMENT_RECORD_HEADER_SIZE + plen;
@@ -405,6 +472,12 @@ int segment_scan_fd(int fd, int (*cb)(const segment_record_t *rec, void *arg), v
             }
         }
     }
+    /*
+     * A bad record with nothing valid behind it, in a file that ends in zeros: a write into
+     * zero-filled space that did not complete (some of its pages never reached the disk).
+     */
+    if (out->tail == SEGMENT_TAIL_DAMAGED && out->after_bad == 0 && out->nonzero_end < b.size)
+        out->tail = SEGMENT_TAIL_TORN;
 done:
     free(b.p);
     return ret;

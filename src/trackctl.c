@@ -736,10 +736,33 @@ fail:
 
 typedef struct {
     uint32_t slot;
-    uint64_t segments, disk_bytes, records, payload_bytes;
+    uint64_t segments, data_bytes, records, payload_bytes; /* data_bytes: no zero padding */
     uint64_t first_ms, last_ms; /* min and max receive time; valid if records > 0 */
     logread_counts_t counts;
 } slot_stats_t;
+
+/*
+ * Bytes of a segment up to the end of its data: the file size less the zero padding at its end
+ * (the space fsync mode zero-fills ahead of the data). Records end in their payload's closing
+ * brace, so the last non-zero byte is the end of the last record (or of a torn one).
+ */
+static uint64_t segment_data_bytes(const char *data_dir, uint32_t slot,
+                                   const logread_segment_info_t *seg)
+{
+    char dir[PATH_MAX], path[PATH_MAX + SEGMENT_NAME_SIZE + 1], name[SEGMENT_NAME_SIZE];
+    uint64_t end = seg->size;
+    if (seg->size <= SEGMENT_HEADER_SIZE || logread_slot_path(dir, sizeof(dir), data_dir, slot))
+        return seg->size;
+    segment_name(name, sizeof(name), seg->seq);
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return seg->size;
+    if (segment_nonzero_end(fd, SEGMENT_HEADER_SIZE, seg->size, &end) != 0)
+        end = seg->size;
+    close(fd);
+    return end;
+}
 
 /* Read one slot (or all, merged, if slot is 0) to the end, counting. */
 static int scan_slot(const ctl_opts_t *o, uint32_t slot, ctl_report_t *rep, slot_stats_t *st)
@@ -757,7 +780,7 @@ static int scan_slot(const ctl_opts_t *o, uint32_t slot, ctl_report_t *rep, slot
         return rc;
     st->segments = n;
     for (size_t i = 0; i < n; i++)
-        st->disk_bytes += segs[i].size;
+        st->data_bytes += segment_data_bytes(o->data_dir, slot, &segs[i]);
     free(segs);
     if ((rc = logread_open(&r, o->data_dir, &ro)) != 0)
         return rc;
@@ -783,7 +806,7 @@ static void add_stats(slot_stats_t *total, const slot_stats_t *s)
             total->last_ms = s->last_ms;
     }
     total->segments += s->segments;
-    total->disk_bytes += s->disk_bytes;
+    total->data_bytes += s->data_bytes;
     total->records += s->records;
     total->payload_bytes += s->payload_bytes;
     total->counts.damage += s->counts.damage;
@@ -837,7 +860,7 @@ static int cmd_verify(ctl_opts_t *o)
         bad |= slot_bad;
         out_printf("w%03" PRIu32 ": %s: segments %" PRIu64 ", records %" PRIu64 ", bytes %" PRIu64
                    "%s\n",
-                   slots[i], slot_bad ? "DAMAGED" : "ok", st.segments, st.records, st.disk_bytes,
+                   slots[i], slot_bad ? "DAMAGED" : "ok", st.segments, st.records, st.data_bytes,
                    st.counts.torn_tails ? " (torn tail)" : "");
         add_stats(&total, &st);
     }
@@ -845,7 +868,7 @@ static int cmd_verify(ctl_opts_t *o)
     out_printf("total: slots %zu, segments %" PRIu64 ", records %" PRIu64 ", bytes %" PRIu64
                "; damaged %" PRIu64 ", chain breaks %" PRIu64 ", torn tails %" PRIu64
                ", read errors %" PRIu64 "\n",
-               n, total.segments, total.records, total.disk_bytes, total.counts.damage,
+               n, total.segments, total.records, total.data_bytes, total.counts.damage,
                total.counts.chain, total.counts.torn_tails, total.counts.errors);
     if (bad)
         out_printf("verify: DAMAGE FOUND%s\n",
@@ -873,7 +896,7 @@ static void print_stats_json(const slot_stats_t *s, int is_total)
         out_printf("{\"slot\":%" PRIu32 ",", s->slot);
     out_printf("\"segments\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"records\":%" PRIu64
                ",\"payload_bytes\":%" PRIu64 ",",
-               s->segments, s->disk_bytes, s->records, s->payload_bytes);
+               s->segments, s->data_bytes, s->records, s->payload_bytes);
     if (s->records > 0) {
         char a[80], b[80];
         fmt_time(a, sizeof(a), s->first_ms);
@@ -897,7 +920,7 @@ static void print_stats_row(const char *name, const slot_stats_t *s)
         fmt_time(b, sizeof(b), s->last_ms);
     }
     out_printf("%-6s %9" PRIu64 " %12" PRIu64 " %14" PRIu64 " %14" PRIu64 "  %-24s  %s\n", name,
-               s->segments, s->records, s->payload_bytes, s->disk_bytes, a, b);
+               s->segments, s->records, s->payload_bytes, s->data_bytes, a, b);
 }
 
 static int cmd_stats(ctl_opts_t *o)

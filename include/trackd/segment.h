@@ -10,6 +10,10 @@
  *   0  u32 payload length  4  u32 crc32c of (bytes 0..3, then bytes 8 .. end of payload)
  *   8  u64 receive time ms 16 u8 endpoint (segment_endpoint_t)   17 u8[3] reserved (0)
  *   20 payload: the stored event as compact JSON (UTF-8, no newline)
+ * End of data: the end of the file, or a record boundary from which every byte to the end of the
+ * file is zero (space the writer zero-filled ahead of its data in fsync mode). Records are never
+ * empty, so a zero length field is never a record: zeros there with a non-zero byte anywhere
+ * after them are a torn tail (part of a write that never completed).
  */
 #ifndef TRACKD_SEGMENT_H
 #define TRACKD_SEGMENT_H
@@ -82,7 +86,8 @@ const char *segment_endpoint_name(uint8_t endpoint);
 
 /** How a scanned segment ends. */
 typedef enum {
-    SEGMENT_TAIL_CLEAN = 0,   /* the last valid record ends exactly at the end of the file */
+    SEGMENT_TAIL_CLEAN = 0,   /* the last valid record ends at the end of the file, or only
+                                 zero padding follows it */
     SEGMENT_TAIL_TORN = 1,    /* the file ends inside a header or record (an interrupted append) */
     SEGMENT_TAIL_DAMAGED = 2, /* a header or record fails its checks (crc, length, endpoint) */
 } segment_tail_t;
@@ -92,10 +97,14 @@ typedef struct {
     segment_header_t header; /* valid only if header_ok */
     int header_ok;           /* 0: header torn (file < SEGMENT_HEADER_SIZE) or damaged */
     uint64_t records;        /* whole valid records, from the header up to `end` */
-    uint64_t end;            /* offset just past the last valid record (SEGMENT_HEADER_SIZE if
-                                none; 0 if the header is not ok) */
+    uint64_t end;            /* end of data: offset just past the last valid record
+                                (SEGMENT_HEADER_SIZE if none; 0 if the header is not ok) */
     uint64_t file_size;      /* size of the file when the scan started */
-    segment_tail_t tail;     /* CLEAN, or why the bytes from `bad_offset` on are not records */
+    uint64_t nonzero_end;    /* just past the last non-zero byte at or after `end` (== end when
+                                all of it is zero padding): a bad tail loses [end, nonzero_end) */
+    segment_tail_t tail;     /* CLEAN, or why the bytes from `bad_offset` on are not records; a
+                                bad record with only zeros after it (and the file ending in
+                                zeros) is TORN: a write into zero-filled space cut short */
     uint64_t bad_offset;     /* == end when tail != CLEAN (0 for a bad header) */
     uint64_t after_bad;      /* whole valid records found after a damaged one by following its
                                 length field: non-zero means damage in the middle, not a tail */
@@ -117,6 +126,13 @@ int segment_scan_fd(int fd, int (*cb)(const segment_record_t *rec, void *arg), v
 /** segment_scan_fd() on the file at `path`, opened read-only. -errno if it cannot be opened. */
 int segment_scan_path(const char *path, int (*cb)(const segment_record_t *rec, void *arg),
                       void *arg, segment_scan_t *out);
+
+/**
+ * Find where the non-zero bytes of the file open on `fd` end in [from, size): sets `*end` just
+ * past the last non-zero byte, or to `from` if every byte there is zero (or the file is shorter).
+ * Reads backwards from `size` with pread. Returns 0, or a negative errno (-ENOMEM).
+ */
+int segment_nonzero_end(int fd, uint64_t from, uint64_t size, uint64_t *end);
 
 /** Name of a tail state ("clean", "torn", "damaged"). */
 const char *segment_tail_name(segment_tail_t tail);

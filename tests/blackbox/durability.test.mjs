@@ -19,6 +19,7 @@ import { RawConn, buildRequest, request } from './lib/http.mjs';
 import {
     REPO_ROOT,
     SANITIZED,
+    TRACKCTL,
     assertVerifies,
     readRecords,
     segments,
@@ -232,6 +233,27 @@ describe('torn and damaged tails', () => {
             },
         });
         cases.push({ name: 'zeros after the last record', keepBefore: r1.end, apply: (f) => fs.appendFileSync(f, Buffer.alloc(4096)) });
+        // fsync mode zero-fills ahead of the data: what a crash leaves of a batch written there.
+        for (const cut of [r1.offset + 3, r1.offset + RECORD_HEADER_SIZE + 2, r1.end - 1]) {
+            cases.push({
+                name: `cut at ${cut}, then zeros`,
+                keepBefore: cut,
+                apply: (f) => {
+                    fs.truncateSync(f, cut);
+                    fs.appendFileSync(f, Buffer.alloc(65536));
+                },
+            });
+        }
+        cases.push({
+            name: 'a page of records after the zero end marker',
+            keepBefore: r1.end,
+            apply: (f) => {
+                const tail = fs.readFileSync(f).subarray(r2.offset, r1.end);
+                fs.appendFileSync(f, Buffer.alloc(4096));
+                fs.appendFileSync(f, tail);
+                fs.appendFileSync(f, Buffer.alloc(8192));
+            },
+        });
         cases.push({
             name: 'garbage after the last record',
             keepBefore: r1.end,
@@ -540,5 +562,42 @@ describe('fsync failure', () => {
         const counts = idCounts(readRecords(srv.dataDir));
         for (const id of acked) assert.equal(counts.get(id), 1, `acknowledged ${id} stored ${counts.get(id) || 0} times`);
         for (const id of refused) assert.ok((counts.get(id) || 0) <= 1, `refused ${id} stored ${counts.get(id)} times`);
+    });
+});
+
+describe('zero-filled space ahead of the data (durability fsync)', () => {
+    it('the live segment has zeros after its data, which trackctl reads as the end; a clean stop cuts them off', { timeout: slow(30000) }, async () => {
+        const srv = await startTrackd({ durability: 'fsync' });
+        let last;
+        try {
+            for (let i = 0; i < 20; i++) {
+                const r = await trackOnce(srv.port, [trackEvent({ i })]);
+                assert.equal(r.status, 200);
+            }
+            const segs = segments(srv.dataDir);
+            last = segs[segs.length - 1];
+            const end = segmentRecords(last).at(-1).end;
+            let size = fs.statSync(last).size;
+            for (let k = 0; k < 200 && size <= end; k++) {
+                await sleep(10);
+                size = fs.statSync(last).size;
+            }
+            assert.ok(size > end, `file ${size} bytes, data ${end}: no zero-filled space`);
+            const buf = fs.readFileSync(last);
+            assert.ok(buf.subarray(end).every((b) => b === 0), 'the space after the data is not all zeros');
+            const v = verify(srv.dataDir);
+            assert.equal(v.status, 0, v.stdout + v.stderr);
+            assert.match(v.stdout, /torn tails 0/);
+            assert.doesNotMatch(v.stdout, /torn tail:|\(torn tail\)/);
+            assert.equal(readRecords(srv.dataDir).length, 20);
+            // stats counts data bytes: the zeros are not data.
+            const st = spawnSync(TRACKCTL, ['stats', '--json', '--data-dir', srv.dataDir], { encoding: 'utf8' });
+            assert.equal(st.status, 0, st.stderr);
+            assert.equal(JSON.parse(st.stdout).total.bytes, segs.reduce((n, f) => n + (f === last ? end : fs.statSync(f).size), 0));
+            await srv.stop();
+        } finally {
+            if (!srv.exited) await srv.kill();
+        }
+        assert.equal(fs.statSync(last).size, segmentRecords(last).at(-1).end);
     });
 });

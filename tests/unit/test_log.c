@@ -1,7 +1,8 @@
 /*
  * Tests of the log writer (log.c) on real files in the test's directory, each with its own uv
  * loop: what is appended reads back whole and in order, group commit, rolling, retention, queue
- * bounds, slots, start-up recovery of damaged tails, and (through the LD_PRELOAD fault shim,
+ * bounds, slots, fsync mode's zero-filled space ahead of the data, start-up recovery of damaged
+ * and zero-padded tails, and (through the LD_PRELOAD fault shim,
  * tests/fault/fault_shim.c) fsync and write failures.
  */
 #include "test.h"
@@ -15,7 +16,9 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <signal.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -778,6 +781,239 @@ TEST(log_keeps_every_segment_without_retention)
     uv_loop_close(&loop);
 }
 
+/* ---- fsync mode: zero-filled space ahead of the data ---- */
+
+static uint64_t file_size(const char *path)
+{
+    struct stat sb;
+    CHECK_EQ_INT(stat(path, &sb), 0);
+    return (uint64_t)sb.st_size;
+}
+
+/* End of data after records 0..n-1 of make_payload in one segment. */
+static uint64_t data_end_of(int from, int n)
+{
+    uint64_t off = SEGMENT_HEADER_SIZE;
+    for (int i = from; i < n; i++) {
+        char p[128];
+        make_payload(p, sizeof(p), i);
+        off += SEGMENT_RECORD_HEADER_SIZE + strlen(p);
+    }
+    return off;
+}
+
+/* 1 if the bytes [from, to) of the file are all zero. */
+static int zeros_between(const char *path, uint64_t from, uint64_t to)
+{
+    int fd = open(path, O_RDONLY);
+    CHECK(fd >= 0);
+    static uint8_t buf[1 << 16];
+    int zero = 1;
+    while (from < to && zero) {
+        size_t want = to - from < sizeof(buf) ? (size_t)(to - from) : sizeof(buf);
+        ssize_t n = pread(fd, buf, want, (off_t)from);
+        CHECK(n > 0);
+        for (ssize_t i = 0; i < n; i++)
+            zero &= buf[i] == 0;
+        from += (uint64_t)n;
+    }
+    close(fd);
+    return zero;
+}
+
+/* Wait (running the loop) until the segment file is larger than `than`; returns its size. */
+static uint64_t wait_size_above(uv_loop_t *loop, const char *path, uint64_t than, int ms)
+{
+    uint64_t end = now_ms() + (uint64_t)ms;
+    while (file_size(path) <= than && now_ms() < end)
+        sleep_loop(loop, 5);
+    return file_size(path);
+}
+
+TEST(log_fsync_mode_keeps_zeroed_space_ahead_of_the_data_within_the_segment_limit)
+{
+    static const uint64_t limits[] = {128u << 20, 100000};
+    for (size_t k = 0; k < 2; k++) {
+        uv_loop_t loop;
+        log_t *log;
+        static waiter_t w[64];
+        uv_loop_init(&loop);
+        log_config_t c = test_config();
+        c.segment_max_bytes = limits[k];
+        CHECK_EQ_INT(log_open(&log, &loop, &c), 0);
+        done_count = done_order = 0;
+        for (int i = 0; i < 64; i++)
+            CHECK_EQ_INT(append_one(log, &w[i], i, SEGMENT_EP_TRACK), 0);
+        run_until(&loop, &done_count, 64, 5000);
+        char path[PATH_MAX];
+        seg_path(path, sizeof(path), 1, 1);
+        uint64_t end = data_end_of(0, 64);
+        /* Zero-filling starts after the batch, with no further append. */
+        CHECK(wait_size_above(&loop, path, end, 3000) > end);
+        /* The next batch waits for it to finish: then there are zeros past the data (at least
+           the 512 KiB low-water mark), never past the segment limit. */
+        static waiter_t more[2];
+        CHECK_EQ_INT(append_one(log, &more[0], 64, SEGMENT_EP_TRACK), 0);
+        run_until(&loop, &done_count, 65, 5000);
+        CHECK_EQ_INT(more[0].status, 0);
+        end = data_end_of(0, 65);
+        uint64_t size = file_size(path);
+        CHECK(size <= c.segment_max_bytes);
+        if (c.segment_max_bytes < (1u << 20))
+            CHECK_EQ_INT(size, c.segment_max_bytes);
+        else
+            CHECK(size - end >= (512u << 10));
+        CHECK(zeros_between(path, end, size));
+        /* The live segment reads as clean, ending at its data; the stats count data only. */
+        segment_scan_t sc;
+        expect_t x = {0, 0};
+        CHECK_EQ_INT(segment_scan_path(path, expect_cb, &x, &sc), 0);
+        CHECK_EQ_INT(sc.tail, SEGMENT_TAIL_CLEAN);
+        CHECK_EQ_INT(sc.end, end);
+        CHECK_EQ_INT(sc.records, 65);
+        CHECK_EQ_INT(sc.file_size, size);
+        log_stats_t st;
+        log_get_stats(log, &st);
+        CHECK_EQ_INT(st.segment_bytes, end);
+        /* Records are written over the zeros: the file does not grow. */
+        CHECK_EQ_INT(append_one(log, &more[1], 65, SEGMENT_EP_TRACK), 0);
+        run_until(&loop, &done_count, 66, 5000);
+        CHECK_EQ_INT(more[1].status, 0);
+        CHECK_EQ_INT(file_size(path), size);
+        CHECK_EQ_INT(scan_slot(1, NULL), 66);
+        /* A clean stop cuts the zeros off. */
+        close_log(&loop, log);
+        CHECK_EQ_INT(file_size(path), data_end_of(0, 66));
+        uv_loop_close(&loop);
+        CHECK_EQ_INT(unlink(path), 0);
+    }
+}
+
+TEST(log_write_and_none_modes_do_not_preallocate)
+{
+    static const config_durability_t modes[] = {CONFIG_DURABILITY_WRITE, CONFIG_DURABILITY_NONE};
+    for (size_t k = 0; k < 2; k++) {
+        uv_loop_t loop;
+        log_t *log;
+        static waiter_t w[64];
+        uv_loop_init(&loop);
+        log_config_t c = test_config();
+        c.durability = modes[k];
+        c.flush_interval_ms = 10;
+        CHECK_EQ_INT(log_open(&log, &loop, &c), 0);
+        done_count = done_order = 0;
+        char path[PATH_MAX];
+        seg_path(path, sizeof(path), 1, 1);
+        uint64_t end = data_end_of(0, 64);
+        for (int i = 0; i < 64; i++)
+            CHECK_EQ_INT(append_one(log, &w[i], i, SEGMENT_EP_TRACK), 0);
+        run_until(&loop, &done_count, 64, 5000);
+        /* Written (none mode: within its flush interval), then nothing more. */
+        uint64_t deadline = now_ms() + 3000;
+        while (file_size(path) < end && now_ms() < deadline)
+            sleep_loop(&loop, 5);
+        sleep_loop(&loop, 300);
+        CHECK_EQ_INT(file_size(path), end);
+        close_log(&loop, log);
+        CHECK_EQ_INT(file_size(path), end);
+        uv_loop_close(&loop);
+        CHECK_EQ_INT(unlink(path), 0);
+    }
+}
+
+TEST(log_fsync_mode_roll_leaves_the_closed_segment_exactly_at_its_data_end)
+{
+    uv_loop_t loop;
+    log_t *log;
+    static waiter_t w[100];
+    uv_loop_init(&loop);
+    log_config_t c = test_config();
+    c.segment_max_bytes = 1500;
+    CHECK_EQ_INT(log_open(&log, &loop, &c), 0);
+    done_count = done_order = 0;
+    int padded = 0; /* appends that found the current segment zero-filled ahead */
+    for (int i = 0; i < 100; i++) {
+        uint64_t seqs[MAXW];
+        int n = list_segs(1, seqs, MAXW);
+        char path[PATH_MAX];
+        seg_path(path, sizeof(path), 1, seqs[n - 1]);
+        segment_scan_t sc;
+        CHECK_EQ_INT(segment_scan_path(path, NULL, NULL, &sc), 0);
+        CHECK_EQ_INT(sc.tail, SEGMENT_TAIL_CLEAN);
+        padded += sc.file_size > sc.end;
+        CHECK(sc.file_size <= c.segment_max_bytes);
+        CHECK_EQ_INT(append_one(log, &w[i], i, SEGMENT_EP_TRACK), 0);
+        run_until(&loop, &done_count, i + 1, 5000);
+        CHECK_EQ_INT(w[i].status, 0);
+        sleep_loop(&loop, 2); /* let the writer zero-fill between batches */
+    }
+    /* While the log is open: every closed segment is exactly its data, with no zeros. */
+    uint64_t seqs[MAXW];
+    int n = list_segs(1, seqs, MAXW);
+    CHECK(n >= 4);
+    for (int i = 0; i + 1 < n; i++) {
+        char path[PATH_MAX];
+        segment_scan_t sc;
+        seg_path(path, sizeof(path), 1, seqs[i]);
+        CHECK_EQ_INT(segment_scan_path(path, NULL, NULL, &sc), 0);
+        CHECK_EQ_INT(sc.tail, SEGMENT_TAIL_CLEAN);
+        CHECK(sc.records >= 1);
+        CHECK_EQ_INT(sc.file_size, sc.end);
+    }
+    fprintf(stderr, "  %d of 100 appends found zeroed space ahead\n", padded);
+    CHECK(padded >= 50);
+    close_log(&loop, log);
+    CHECK_EQ_INT(scan_slot(1, NULL), 100);
+    uv_loop_close(&loop);
+}
+
+/*
+ * A file size limit stands in for a full disk: zero-filling fails, the log goes on with plain
+ * appends (every record acknowledged, nothing but records in the file).
+ */
+TEST(log_fsync_mode_appends_plainly_when_zero_filling_fails)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        struct rlimit rl = {256u << 10, 256u << 10};
+        signal(SIGXFSZ, SIG_IGN);
+        CHECK_EQ_INT(setrlimit(RLIMIT_FSIZE, &rl), 0);
+        int saved = dup(2), devnull = open("/dev/null", O_WRONLY);
+        dup2(devnull, 2); /* the warning is expected */
+        uv_loop_t loop;
+        log_t *log;
+        static waiter_t w[40];
+        uv_loop_init(&loop);
+        log_config_t c = test_config();
+        CHECK_EQ_INT(log_open(&log, &loop, &c), 0);
+        done_count = done_order = 0;
+        char path[PATH_MAX];
+        seg_path(path, sizeof(path), 1, 1);
+        for (int i = 0; i < 40; i++) {
+            CHECK_EQ_INT(append_one(log, &w[i], i, SEGMENT_EP_TRACK), 0);
+            run_until(&loop, &done_count, i + 1, 5000);
+            CHECK_EQ_INT(w[i].status, 0);
+            sleep_loop(&loop, 2);
+            CHECK_EQ_INT(file_size(path), data_end_of(0, i + 1));
+        }
+        log_stats_t st;
+        log_get_stats(log, &st);
+        CHECK(st.writable);
+        CHECK_EQ_INT(st.write_errors, 0);
+        close_log(&loop, log);
+        dup2(saved, 2);
+        CHECK_EQ_INT(scan_slot(1, NULL), 40);
+        uv_loop_close(&loop);
+        _exit(0);
+    }
+    int status;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status));
+    CHECK_EQ_INT(WEXITSTATUS(status), 0);
+}
+
 /* Write `n` records (0..n-1) in a fresh log and close it; returns the record end offsets. */
 static void fill_log(int n, size_t *ends)
 {
@@ -867,6 +1103,131 @@ TEST_T(log_recovery_cuts_a_torn_tail_at_every_offset_of_the_last_three_records, 
     }
     close(devnull);
     close(saved);
+    free(orig);
+}
+
+/* reopen_and_append(next) with stderr captured; returns the messages (malloc'd, NUL-ended). */
+static char *reopen_and_append_quoted(int next)
+{
+    char errpath[PATH_MAX];
+    snprintf(errpath, sizeof(errpath), "%s/stderr.txt", test_tmpdir());
+    int saved = dup(2), efd = open(errpath, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    CHECK(saved >= 0 && efd >= 0);
+    fflush(stderr);
+    dup2(efd, 2);
+    close(efd);
+    reopen_and_append(next);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    char *msgs;
+    size_t mlen;
+    read_file(errpath, &msgs, &mlen);
+    msgs[mlen] = 0;
+    return msgs;
+}
+
+/*
+ * A crash in fsync mode leaves the last segment zero-filled after its data, with what reached the
+ * disk of the unacknowledged batch in between: here the records cut at every offset of the last
+ * three, then zeros. Recovery keeps every whole record, drops only the non-zero bytes of the cut
+ * one (reported), reports nothing at a record boundary, and leaves the file at its data end.
+ */
+TEST_T(log_recovery_of_a_zero_padded_segment_at_every_cut_of_the_last_three_records, 120)
+{
+    size_t ends[6];
+    char path[PATH_MAX], *orig;
+    size_t len;
+    fill_log(6, ends);
+    seg_path(path, sizeof(path), 1, 1);
+    read_file(path, &orig, &len);
+    CHECK_EQ_INT(len, ends[5]);
+    size_t padded = len + 8192;
+    char *buf = calloc(1, padded);
+    CHECK(buf != NULL);
+    for (size_t cut = ends[2]; cut <= ends[5]; cut++) {
+        int whole = 0;
+        while (whole < 6 && ends[whole] <= cut)
+            whole++;
+        size_t end = ends[whole - 1];
+        size_t nonzero = cut; /* what recovery must say it dropped: up to the last non-zero byte */
+        while (nonzero > end && orig[nonzero - 1] == 0)
+            nonzero--;
+        memset(buf, 0, padded);
+        memcpy(buf, orig, cut);
+        write_file(path, buf, padded);
+        char *msgs = reopen_and_append_quoted(whole);
+        if (nonzero == end) {
+            CHECK(strstr(msgs, "dropped") == NULL);
+        } else {
+            char want[96];
+            snprintf(want, sizeof(want), "dropped %zu bytes at offset %zu", nonzero - end, end);
+            if (strstr(msgs, want) == NULL)
+                fprintf(stderr, "  cut %zu: expected \"%s\" in:\n%s", cut, want, msgs);
+            CHECK(strstr(msgs, want) != NULL);
+            CHECK(strstr(msgs, "a torn record") != NULL);
+        }
+        CHECK(strstr(msgs, "whole records after the damage") == NULL);
+        free(msgs);
+        int nsegs;
+        CHECK_EQ_INT(scan_slot(1, &nsegs), whole + 1);
+        CHECK_EQ_INT(nsegs, 1);
+        CHECK_EQ_INT(file_size(path), data_end_of(0, whole + 1));
+    }
+    free(buf);
+    free(orig);
+}
+
+/*
+ * A page of a never-acknowledged batch that reached the disk before an earlier one: non-zero
+ * bytes after zeros that start at a record boundary. A torn tail: dropped and reported.
+ */
+TEST(log_recovery_drops_bytes_found_after_the_zero_end_marker)
+{
+    size_t ends[5];
+    char path[PATH_MAX], *orig;
+    size_t len;
+    fill_log(5, ends);
+    seg_path(path, sizeof(path), 1, 1);
+    read_file(path, &orig, &len);
+    size_t garbage_at = len + 4096, size = len + 3 * 4096;
+    char *buf = calloc(1, size);
+    CHECK(buf != NULL);
+    memcpy(buf, orig, len);
+    /* A copy of the last two whole records (valid ones), out of place. */
+    memcpy(buf + garbage_at, orig + ends[2], ends[4] - ends[2]);
+    write_file(path, buf, size);
+    char *msgs = reopen_and_append_quoted(5);
+    char want[96];
+    snprintf(want, sizeof(want), "dropped %zu bytes at offset %zu",
+             garbage_at + ends[4] - ends[2] - len, len);
+    CHECK(strstr(msgs, want) != NULL);
+    free(msgs);
+    CHECK_EQ_INT(scan_slot(1, NULL), 6);
+    CHECK_EQ_INT(file_size(path), data_end_of(0, 6));
+    free(buf);
+    free(orig);
+}
+
+TEST(log_recovery_keeps_a_clean_zero_tail_without_reporting_a_drop)
+{
+    size_t ends[5];
+    char path[PATH_MAX], *orig;
+    size_t len;
+    fill_log(5, ends);
+    seg_path(path, sizeof(path), 1, 1);
+    read_file(path, &orig, &len);
+    char *buf = calloc(1, len + (1u << 20));
+    CHECK(buf != NULL);
+    memcpy(buf, orig, len);
+    write_file(path, buf, len + (1u << 20));
+    char *msgs = reopen_and_append_quoted(5);
+    CHECK(strstr(msgs, "dropped") == NULL);
+    CHECK(strstr(msgs, "warn") == NULL);
+    free(msgs);
+    CHECK_EQ_INT(scan_slot(1, NULL), 6);
+    CHECK_EQ_INT(file_size(path), data_end_of(0, 6));
+    free(buf);
     free(orig);
 }
 

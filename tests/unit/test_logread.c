@@ -633,6 +633,139 @@ TEST(logread_follow_reads_the_end_of_a_segment_completed_just_before_a_roll)
     logread_close(r);
 }
 
+/* ---- zero padding (fsync mode's preallocated space) ------------------------------------- */
+
+/* Zero-fill segment `seq` of `slot` up to `size` bytes (the writer's preallocation). */
+static void pad_segment(uint32_t slot, uint64_t seq, uint64_t size)
+{
+    char path[700];
+    seg_path(path, sizeof(path), slot, seq);
+    CHECK(truncate(path, (off_t)size) == 0);
+}
+
+/*
+ * Write record `id` at `off` of a zero-padded segment, as the writer does over its zeros; only
+ * `upto` bytes of it (the rest stays zero) if not 0. Returns the offset after the whole record.
+ */
+static uint64_t put_record(uint32_t slot, uint64_t seq, uint64_t off, int id, uint64_t time_ms,
+                           size_t upto)
+{
+    char path[700], buf[300];
+    int n =
+        payload_for(buf + SEGMENT_RECORD_HEADER_SIZE, sizeof(buf) - SEGMENT_RECORD_HEADER_SIZE, id);
+    segment_record_encode((uint8_t *)buf, buf + SEGMENT_RECORD_HEADER_SIZE, (uint32_t)n, time_ms,
+                          SEGMENT_EP_TRACK);
+    size_t len = SEGMENT_RECORD_HEADER_SIZE + (size_t)n;
+    seg_path(path, sizeof(path), slot, seq);
+    int fd = open(path, O_WRONLY);
+    CHECK(fd >= 0);
+    CHECK(pwrite(fd, buf, upto ? upto : len, (off_t)off) == (ssize_t)(upto ? upto : len));
+    close(fd);
+    return off + len;
+}
+
+TEST(logread_follow_reads_records_written_over_zero_padding_and_rolls_only_after_the_cut)
+{
+    new_segment(1, 1);
+    add_record(1, 1, 1, 100);
+    char path[700];
+    struct stat st;
+    seg_path(path, sizeof(path), 1, 1);
+    CHECK(stat(path, &st) == 0);
+    uint64_t end = (uint64_t)st.st_size;
+    pad_segment(1, 1, 1u << 20);
+    logread_opts_t o = {.follow = 1};
+    logread_t *r;
+    logread_record_t rec;
+    CHECK_EQ_INT(logread_open(&r, data_dir(), &o), 0);
+    CHECK_EQ_INT(logread_next(r, &rec), 1);
+    CHECK_EQ_INT(rec_id(&rec), 1);
+    CHECK_EQ_INT(logread_next(r, &rec), 0);
+    CHECK_EQ_INT(logread_next(r, &rec), 0);
+    /* A record written over the zeros is read from the same offset. */
+    uint64_t off2 = end;
+    end = put_record(1, 1, end, 2, 110, 0);
+    CHECK_EQ_INT(logread_next(r, &rec), 1);
+    CHECK_EQ_INT(rec_id(&rec), 2);
+    CHECK_EQ_INT(rec.pos.offset, off2);
+    CHECK_EQ_INT(logread_next(r, &rec), 0);
+    /* Half of one (its header, the payload still zero): waited for, then read whole. */
+    uint64_t off3 = end;
+    put_record(1, 1, off3, 3, 120, SEGMENT_RECORD_HEADER_SIZE + 5);
+    CHECK_EQ_INT(logread_next(r, &rec), 0);
+    end = put_record(1, 1, off3, 3, 120, 0);
+    CHECK_EQ_INT(logread_next(r, &rec), 1);
+    CHECK_EQ_INT(rec_id(&rec), 3);
+    /* A roll: the writer writes one more, cuts the zeros off, then creates segment 2. */
+    end = put_record(1, 1, end, 4, 130, 0);
+    CHECK(truncate(path, (off_t)end) == 0);
+    new_segment(1, 2);
+    add_record(1, 2, 5, 140);
+    CHECK_EQ_INT(logread_next(r, &rec), 1);
+    CHECK_EQ_INT(rec_id(&rec), 4);
+    CHECK_EQ_INT(logread_next(r, &rec), 1);
+    CHECK_EQ_INT(rec_id(&rec), 5);
+    CHECK_EQ_INT(rec.pos.seq, 2);
+    CHECK_EQ_INT(logread_next(r, &rec), 0);
+    logread_counts_t c;
+    logread_counts(r, &c);
+    CHECK(c.damage == 0 && c.torn_tails == 0 && c.chain == 0 && c.errors == 0);
+    logread_close(r);
+}
+
+TEST(logread_reads_zero_padded_segments_to_their_data_end_closed_or_newest)
+{
+    new_segment(1, 1);
+    add_record(1, 1, 1, 100);
+    uint64_t off2 = add_record(1, 1, 2, 110);
+    pad_segment(1, 1, 70000); /* a closed segment whose cut never happened */
+    new_segment(1, 2);
+    uint64_t off3 = add_record(1, 2, 3, 120);
+    pad_segment(1, 2, 3u << 20);
+    issues_t is = {0};
+    logread_opts_t o = {.on_issue = collect, .issue_arg = &is};
+    int ids[8];
+    logread_pos_t pos[8];
+    CHECK_EQ_INT(read_all(&o, ids, pos, 8), 3);
+    CHECK(ids[0] == 1 && ids[1] == 2 && ids[2] == 3);
+    CHECK_EQ_INT(pos[2].offset, off3);
+    CHECK_EQ_INT(is.n, 0);
+    /* tail -n 1 starts after record 2 (segment 1), whatever the padding. */
+    logread_cursor_t cur = {0};
+    CHECK_EQ_INT(logread_tail_cursor(data_dir(), 1, 1, NULL, &cur), 0);
+    const logread_pos_t *p = logread_cursor_get(&cur, 1);
+    CHECK(p != NULL);
+    CHECK_EQ_INT(p->seq, 1);
+    CHECK_EQ_INT(p->offset, off2);
+    logread_cursor_free(&cur);
+}
+
+TEST(logread_reports_bytes_after_the_zero_marker_of_the_newest_segment_as_a_torn_tail)
+{
+    new_segment(1, 1);
+    add_record(1, 1, 1, 100);
+    add_record(1, 1, 2, 110);
+    char path[700];
+    seg_path(path, sizeof(path), 1, 1);
+    struct stat st;
+    CHECK(stat(path, &st) == 0);
+    uint64_t end = (uint64_t)st.st_size;
+    pad_segment(1, 1, end + 8192);
+    put_record(1, 1, end + 4096, 3, 120, 0); /* a page that reached the disk out of order */
+    char pl[256];
+    uint64_t rec3 = SEGMENT_RECORD_HEADER_SIZE + (uint64_t)payload_for(pl, sizeof(pl), 3);
+    issues_t is = {0};
+    logread_opts_t o = {.on_issue = collect, .issue_arg = &is};
+    int ids[8];
+    CHECK_EQ_INT(read_all(&o, ids, NULL, 8), 2);
+    CHECK_EQ_INT(is.n, 1);
+    CHECK_EQ_INT(is.kind[0], LOGREAD_TORN_TAIL);
+    CHECK_EQ_INT(is.offset[0], end);
+    char want[64];
+    snprintf(want, sizeof(want), "%" PRIu64 " bytes", 4096 + rec3);
+    CHECK(strstr(is.what[0], want) != NULL);
+}
+
 /* ---- tail, filters, formatting, times ---------------------------------------------------- */
 
 TEST(logread_tail_cursor_places_each_slot_before_its_last_n_records)

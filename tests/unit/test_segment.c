@@ -333,3 +333,123 @@ TEST(segment_scan_handles_records_larger_than_its_read_chunk)
     CHECK_EQ_INT(sc.records, 3);
     CHECK_EQ_INT(sc.tail, SEGMENT_TAIL_CLEAN);
 }
+
+/* Put `n` bytes of `byte` at `off` of the file (extending it with zeros if need be). */
+static void put_bytes(const char *path, uint64_t off, int byte, size_t n)
+{
+    uint8_t buf[4096];
+    CHECK(n <= sizeof(buf));
+    memset(buf, byte, n);
+    int fd = open(path, O_WRONLY);
+    CHECK(fd >= 0);
+    CHECK(pwrite(fd, buf, n, (off_t)off) == (ssize_t)n);
+    close(fd);
+}
+
+TEST(segment_scan_ends_cleanly_at_zero_padding_of_any_length)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/a.seg", test_tmpdir());
+    static const size_t pads[] = {1, 3, 4, 19, 20, 21, 4096, 3u << 20};
+    for (size_t k = 0; k < sizeof(pads) / sizeof(pads[0]); k++) {
+        size_t size = write_segment(path, 10, NULL);
+        CHECK(truncate(path, (off_t)(size + pads[k])) == 0);
+        collect_t c = {0};
+        segment_scan_t sc;
+        CHECK_EQ_INT(segment_scan_path(path, collect_cb, &c, &sc), 0);
+        CHECK_EQ_INT(c.n, 10);
+        CHECK_EQ_INT(sc.tail, SEGMENT_TAIL_CLEAN);
+        CHECK_EQ_INT(sc.records, 10);
+        CHECK_EQ_INT(sc.end, size);
+        CHECK_EQ_INT(sc.nonzero_end, size);
+        CHECK_EQ_INT(sc.file_size, size + pads[k]);
+    }
+    /* A segment with no record yet, all zeros after its header. */
+    write_segment(path, 0, NULL);
+    CHECK(truncate(path, 1u << 20) == 0);
+    segment_scan_t sc;
+    CHECK_EQ_INT(segment_scan_path(path, NULL, NULL, &sc), 0);
+    CHECK_EQ_INT(sc.tail, SEGMENT_TAIL_CLEAN);
+    CHECK_EQ_INT(sc.end, SEGMENT_HEADER_SIZE);
+    CHECK_EQ_INT(sc.records, 0);
+}
+
+TEST(segment_scan_calls_bytes_after_the_zero_marker_a_torn_tail)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/a.seg", test_tmpdir());
+    /* A non-zero byte anywhere after the marker: right after it, far after it, the last one. */
+    static const size_t at[] = {0, 4, 19, 20, 5000, 65535, 65536, 200000 - 1};
+    for (size_t k = 0; k < sizeof(at) / sizeof(at[0]); k++) {
+        size_t size = write_segment(path, 5, NULL);
+        CHECK(truncate(path, (off_t)(size + 200000)) == 0);
+        put_bytes(path, size + at[k], 'x', 1);
+        segment_scan_t sc;
+        CHECK_EQ_INT(segment_scan_path(path, NULL, NULL, &sc), 0);
+        CHECK_EQ_INT(sc.tail, SEGMENT_TAIL_TORN);
+        CHECK_EQ_INT(sc.records, 5);
+        CHECK_EQ_INT(sc.end, size);
+        CHECK_EQ_INT(sc.bad_offset, size);
+        CHECK_EQ_INT(sc.nonzero_end, size + at[k] + 1);
+        CHECK_EQ_INT(sc.after_bad, 0);
+    }
+}
+
+TEST(segment_scan_calls_a_bad_record_followed_by_zeros_torn_and_damage_before_records_damaged)
+{
+    char path[512];
+    size_t ends[5];
+    snprintf(path, sizeof(path), "%s/a.seg", test_tmpdir());
+    /* The last record's payload half zero (its page never reached the disk), then zeros. */
+    size_t size = write_segment(path, 5, ends);
+    CHECK(truncate(path, (off_t)(size + 8192)) == 0);
+    put_bytes(path, ends[3] + SEGMENT_RECORD_HEADER_SIZE + 2, 0, 3);
+    segment_scan_t sc;
+    CHECK_EQ_INT(segment_scan_path(path, NULL, NULL, &sc), 0);
+    CHECK_EQ_INT(sc.tail, SEGMENT_TAIL_TORN);
+    CHECK_EQ_INT(sc.end, ends[3]);
+    CHECK_EQ_INT(sc.records, 4);
+    CHECK_EQ_INT(sc.nonzero_end, ends[3] + SEGMENT_RECORD_HEADER_SIZE + 2);
+    /* Damage with a whole record behind it stays damage, zeros at the end or not. */
+    write_segment(path, 5, ends);
+    CHECK(truncate(path, (off_t)(size + 8192)) == 0);
+    put_bytes(path, ends[2] + SEGMENT_RECORD_HEADER_SIZE + 1, 'Z', 1);
+    CHECK_EQ_INT(segment_scan_path(path, NULL, NULL, &sc), 0);
+    CHECK_EQ_INT(sc.tail, SEGMENT_TAIL_DAMAGED);
+    CHECK_EQ_INT(sc.end, ends[2]);
+    CHECK_EQ_INT(sc.after_bad, 1);
+    CHECK_EQ_INT(sc.nonzero_end, size);
+    /* Without zeros at the end, a bad last record is damage, as always. */
+    write_segment(path, 5, ends);
+    put_bytes(path, ends[3] + SEGMENT_RECORD_HEADER_SIZE + 1, 'Z', 1);
+    CHECK_EQ_INT(segment_scan_path(path, NULL, NULL, &sc), 0);
+    CHECK_EQ_INT(sc.tail, SEGMENT_TAIL_DAMAGED);
+    CHECK_EQ_INT(sc.nonzero_end, size);
+}
+
+TEST(segment_nonzero_end_finds_the_last_non_zero_byte_across_read_chunks)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/z.bin", test_tmpdir());
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    CHECK(fd >= 0);
+    CHECK(ftruncate(fd, 1u << 20) == 0);
+    uint64_t end;
+    CHECK_EQ_INT(segment_nonzero_end(fd, 0, 1u << 20, &end), 0);
+    CHECK_EQ_INT(end, 0);
+    CHECK_EQ_INT(segment_nonzero_end(fd, 100, 1u << 20, &end), 0);
+    CHECK_EQ_INT(end, 100);
+    static const uint64_t at[] = {0, 1, 65535, 65536, 65537, (1u << 20) - 1};
+    for (size_t k = 0; k < sizeof(at) / sizeof(at[0]); k++) {
+        CHECK(pwrite(fd, "\x01", 1, (off_t)at[k]) == 1);
+        CHECK_EQ_INT(segment_nonzero_end(fd, 0, 1u << 20, &end), 0);
+        CHECK_EQ_INT(end, at[k] + 1);
+        /* Bytes before `from` do not count. */
+        CHECK_EQ_INT(segment_nonzero_end(fd, at[k] + 1, 1u << 20, &end), 0);
+        CHECK_EQ_INT(end, at[k] + 1);
+    }
+    /* A size past the end of the file reads what there is. */
+    CHECK_EQ_INT(segment_nonzero_end(fd, 0, 4u << 20, &end), 0);
+    CHECK_EQ_INT(end, 1u << 20);
+    close(fd);
+}
