@@ -14,7 +14,7 @@
  */
 /* clang-format off */
 /*
- * fuzz-sources: src/http*.c src/track.c src/track_answer.c src/metrics.c src/ratelimit.c src/hist.c src/decode.c src/event.c src/config.c src/msg.c src/log*.c src/segment.c src/coro*.c src/coro_switch.S llhttp
+ * fuzz-sources: src/http*.c src/track.c src/track_answer.c src/metrics.c src/ratelimit.c src/hist.c src/decode.c src/event.c src/event_fast.c src/config.c src/msg.c src/log*.c src/segment.c src/coro*.c src/coro_switch.S llhttp
  * fuzz-dict: http.dict
  * fuzz-max-len: 16384
  */

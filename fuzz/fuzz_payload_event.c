@@ -1,12 +1,13 @@
 /*
  * libFuzzer target for the request path from a `data` value to log records: decode_payload
  * (JSON or base64), then event_batch_parse on every endpoint. The first input byte picks the
- * endpoint and options (client ip, token allow-list, small limits); the rest is the value.
+ * endpoint and options (client ip, token allow-list, small limits, the fast path); the rest is
+ * the value.
  * Checked on every input: the outcome is one of the documented ones, a refused request holds
  * nothing, every record is a JSON object within the size limit, and each record equals the event
  * it came from (as parsed independently here) apart from the ip and time rewrites.
  *
- * fuzz-sources: src/decode.c src/event.c src/config.c src/msg.c
+ * fuzz-sources: src/decode.c src/event.c src/event_fast.c src/config.c src/msg.c
  * fuzz-dict: json.dict
  * fuzz-max-len: 16384
  */
@@ -118,6 +119,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     o.max_events = (sel & 16) ? 3 : 2000;
     o.max_event_bytes = (sel & 32) ? 120 : 1000000;
     o.tokens = (sel & 8) ? &tokens : NULL;
+    o.fast_path = (sel & 64) != 0;
 
     int rc = decode_payload((const char *)data + 1, size - 1, &json, &json_len, &owned);
     if (rc != 0) {

@@ -49,6 +49,7 @@ typedef enum {
     OPT_SEC64,    /* uint64_t seconds, duration suffixes (whole seconds) */
     OPT_DURABILITY,
     OPT_LOG_LEVEL,
+    OPT_BOOL,  /* int 0/1: "on" or "off" */
     OPT_LIST,  /* config_list_t */
     OPT_NETS,  /* trusted_proxies + ntrusted_proxies */
     OPT_RATE,  /* config_rate_t without a token: "RATE [BURST]" */
@@ -145,6 +146,8 @@ static const config_opt_t config_opts[] = {
      "host `redirect=` may send to (repeat or comma-separate; none = redirect ignored)"},
     {"trusted_proxy", OPT_NETS, CONFIG_FIELD(trusted_proxies), 0, 0,
      "ADDR[/BITS] whose X-Forwarded-For / X-Real-IP is believed (repeat or comma-separate)"},
+    {"json_fast_path", OPT_BOOL, CONFIG_FIELD(json_fast_path), 0, 0,
+     "check ordinary /track and /import events in one pass, no JSON tree (off: jansson only)"},
     {"cors_max_age_s", OPT_SEC, CONFIG_FIELD(cors_max_age_s), 0, 86400 * 365,
      "Access-Control-Max-Age sent on preflight answers"},
 };
@@ -200,6 +203,7 @@ void config_defaults(config_t *cfg)
     cfg->max_events_per_request = 2000;
     cfg->max_event_bytes = 1000000;
     cfg->cors_max_age_s = 86400;
+    cfg->json_fast_path = 1;
 }
 
 static const config_opt_t *config_find(const char *name)
@@ -685,6 +689,13 @@ static int config_set_opt(config_t *cfg, const config_opt_t *o, const char *valu
         config_err(err, errlen, "bad log_level '%s' (want error, warn, info or debug)", value);
         return -EINVAL;
     }
+    case OPT_BOOL:
+        if (strcmp(value, "on") == 0 || strcmp(value, "off") == 0) {
+            *(int *)field = strcmp(value, "on") == 0;
+            return 0;
+        }
+        config_err(err, errlen, "bad value '%s' for %s (want on or off)", value, o->name);
+        return -EINVAL;
     case OPT_LIST:
     case OPT_NETS:
     case OPT_RATES:
@@ -1110,6 +1121,9 @@ static void config_fmt_default(const config_t *d, const config_opt_t *o, char *o
         snprintf(out, len, "%s", names[*(const config_log_level_t *)field]);
         break;
     }
+    case OPT_BOOL:
+        snprintf(out, len, "%s", *(const int *)field ? "on" : "off");
+        break;
     case OPT_LIST:
     case OPT_NETS:
     case OPT_RATES:
@@ -1150,6 +1164,8 @@ static const char *config_metavar(const config_opt_t *o)
         return "fsync|write|none";
     case OPT_LOG_LEVEL:
         return "error|warn|info|debug";
+    case OPT_BOOL:
+        return "on|off";
     case OPT_LIST:
         return "VALUE[,VALUE...]";
     case OPT_NETS:

@@ -15,6 +15,11 @@
  * malloc/free pairs for one event, and a tree walk to free them. During a parse its allocations
  * come from an arena of a few large blocks instead, released whole at the end, without freeing
  * the tree node by node (see "jansson's memory" below).
+ *
+ * With opts->fast_path, /track and /import requests go through event_fast.c first: one pass
+ * that checks syntax and rules together without a tree or an allocation, and hands each valid
+ * event to the same store_text as jansson's path. It either stores every event of the request
+ * or leaves the whole request to jansson's path, which stays the reference for every answer.
  */
 #include "trackd/event.h"
 
@@ -30,18 +35,9 @@
 
 #include <jansson.h>
 
+#include "event_internal.h"
 #include "trackd/segment.h"
 
-/* Deeper JSON is refused as a whole (400) before jansson runs; valid events need 6 levels. */
-#define EVENT_MAX_JSON_DEPTH 32
-/* properties, and the object of an engage/groups operation: fewer keys than this. */
-#define EVENT_MAX_PROPERTIES 255
-/* A nested object: fewer keys than this; an array: fewer elements than this. */
-#define EVENT_MAX_CONTAINER_ITEMS 255
-/* Objects and arrays nested in one property value, the value itself counting as 1. */
-#define EVENT_MAX_NESTING 3
-/* $insert_id: 1 to 36 bytes of [A-Za-z0-9-]. */
-#define EVENT_INSERT_ID_MAX 36
 /* A `time` above this is in milliseconds, else in seconds (year 5138 in seconds). */
 #define EVENT_TIME_MS_THRESHOLD 1e11
 /* /track accepts events this old; older ones belong to /import. */
@@ -126,14 +122,6 @@ typedef struct {
     size_t used, cap; /* payload bytes used / available after the records */
     size_t failures_cap;
 } event_ctx_t;
-
-/* What validation found must change in an event before it is stored. */
-typedef struct {
-    json_t *ip_obj;     /* object that gets the client's ip, or NULL */
-    const char *ip_key; /* "ip" (in properties) or "$ip" (in a profile update) */
-    json_t *time;       /* properties.time, to be clamped to now; NULL = leave it */
-    int time_in_ms;     /* the client sent it in milliseconds (else seconds) */
-} event_edit_t;
 
 /*
  * jansson's memory. json_set_alloc_funcs() is process-wide, and other code (trackctl, the log
@@ -312,22 +300,20 @@ static int is_nonempty_string(const json_t *v)
     return json_is_string(v) && json_string_length(v) > 0;
 }
 
-/* A usable $insert_id: 1 to 36 bytes of [A-Za-z0-9-]. */
-static int insert_id_valid(const json_t *v)
+int event__insert_id_ok(const char *s, size_t n)
 {
-    const unsigned char *s;
-    size_t n;
-
-    if (!json_is_string(v))
-        return 0;
-    n = json_string_length(v);
     if (n == 0 || n > EVENT_INSERT_ID_MAX)
         return 0;
-    s = (const unsigned char *)json_string_value(v);
     for (size_t i = 0; i < n; i++)
-        if (!insert_id_ok[s[i]])
+        if (!insert_id_ok[(unsigned char)s[i]])
             return 0;
     return 1;
+}
+
+/* A usable $insert_id: a string, 1 to 36 bytes of [A-Za-z0-9-]. */
+static int insert_id_valid(const json_t *v)
+{
+    return json_is_string(v) && event__insert_id_ok(json_string_value(v), json_string_length(v));
 }
 
 /* Nesting and size limits of one property value (`level` = containers above it, plus one). */
@@ -392,38 +378,55 @@ static int want_ip(event_ctx_t *cx, json_t *obj, const char *key, event_edit_t *
     if (cx->opts->ip != NULL && json_object_get(obj, key) == NULL) {
         edit->ip_obj = obj;
         edit->ip_key = key;
+        edit->ip_obj_empty = json_object_size(obj) == 0;
     }
     return 0;
+}
+
+event_time_rule_t event__time_rule(const event_opts_t *opts, double v, int *in_ms)
+{
+    double now = (double)opts->now_ms, ms;
+
+    *in_ms = v > EVENT_TIME_MS_THRESHOLD;
+    ms = *in_ms ? v : v * 1000.0;
+    if (opts->endpoint == SEGMENT_EP_IMPORT) {
+        if (ms < EVENT_IMPORT_MIN_MS)
+            return EVENT_TIME_TOO_EARLY;
+        if (ms > now + EVENT_IMPORT_MAX_AHEAD_MS)
+            return EVENT_TIME_TOO_LATE;
+        return EVENT_TIME_OK;
+    }
+    if (ms < now - EVENT_TRACK_MAX_AGE_MS)
+        return EVENT_TIME_TOO_OLD;
+    return ms > now ? EVENT_TIME_CLAMP : EVENT_TIME_OK;
 }
 
 /* properties.time: the range of the endpoint; on /track a future time becomes now. */
 static int check_time(event_ctx_t *cx, json_t *t, event_failure_t *f, event_edit_t *edit)
 {
-    uint64_t now_ms = cx->opts->now_ms;
-    double v, ms;
     int in_ms;
 
     if (!json_is_number(t))
         return event_fail(f, "properties.time", "'properties.time' must be a number");
-    v = json_number_value(t);
-    in_ms = v > EVENT_TIME_MS_THRESHOLD;
-    ms = in_ms ? v : v * 1000.0;
-    if (cx->opts->endpoint == SEGMENT_EP_IMPORT) {
-        if (ms < EVENT_IMPORT_MIN_MS)
-            return event_fail(f, "properties.time", "'properties.time' is before 1971-01-01");
-        if (ms > (double)now_ms + EVENT_IMPORT_MAX_AHEAD_MS)
-            return event_fail(f, "properties.time",
-                              "'properties.time' is more than 1 hour in the future");
-        return 0;
-    }
-    if (ms < (double)now_ms - EVENT_TRACK_MAX_AGE_MS)
+    switch (event__time_rule(cx->opts, json_number_value(t), &in_ms)) {
+    case EVENT_TIME_TOO_EARLY:
+        return event_fail(f, "properties.time", "'properties.time' is before 1971-01-01");
+    case EVENT_TIME_TOO_LATE:
+        return event_fail(f, "properties.time",
+                          "'properties.time' is more than 1 hour in the future");
+    case EVENT_TIME_TOO_OLD:
         return event_fail(f, "properties.time",
                           "'properties.time' is more than 5 days old; send older events to "
                           "/import");
-    if (ms > (double)now_ms) {
+    case EVENT_TIME_CLAMP:
         /* Clamped to now when stored, in the unit and JSON type the client used. */
+        edit->clamp_time = 1;
         edit->time = t;
         edit->time_in_ms = in_ms;
+        edit->time_integer = json_is_integer(t);
+        break;
+    case EVENT_TIME_OK:
+        break;
     }
     return 0;
 }
@@ -741,24 +744,30 @@ static ssize_t store_text(event_ctx_t *cx, size_t start, size_t end, const event
     size_t ned = 0, ps = start, pe = end, vs, ve;
     int rc;
 
-    if (edit->time != NULL || (edit->ip_obj != NULL && strcmp(edit->ip_key, "ip") == 0)) {
+    if (edit->props_end != 0) {
+        pe = edit->props_end; /* the fast path says where (and where time is) */
+    } else if (edit->clamp_time || (edit->ip_key != NULL && strcmp(edit->ip_key, "ip") == 0)) {
         /* The edits go into properties: find it (and time in it). */
         if (find_member(s, start, end, "properties", &ps, &pe) != 1)
             return 0;
     }
-    if (edit->time != NULL) {
-        if (find_member(s, ps, pe, "time", &vs, &ve) != 1)
+    if (edit->clamp_time) {
+        if (edit->time_to != 0) {
+            vs = edit->time_from;
+            ve = edit->time_to;
+        } else if (find_member(s, ps, pe, "time", &vs, &ve) != 1) {
             return 0;
+        }
         ed[ned].from = vs;
         ed[ned].to = ve;
         ed[ned].rep = now;
-        ed[ned++].len = format_now(now, sizeof(now), cx->opts->now_ms, edit->time_in_ms,
-                                   json_is_integer(edit->time));
+        ed[ned++].len =
+            format_now(now, sizeof(now), cx->opts->now_ms, edit->time_in_ms, edit->time_integer);
     }
-    if (edit->ip_obj != NULL) {
+    if (edit->ip_key != NULL) {
         /* Before the closing brace of properties (or of the profile update): ,"ip":"1.2.3.4" */
         size_t n = 0, klen = strlen(edit->ip_key);
-        if (json_object_size(edit->ip_obj))
+        if (!edit->ip_obj_empty)
             ip_member[n++] = ',';
         ip_member[n++] = '"';
         memcpy(ip_member + n, edit->ip_key, klen);
@@ -789,7 +798,7 @@ static ssize_t store_tree(event_ctx_t *cx, json_t *ev, const event_edit_t *edit)
 {
     size_t flags = JSON_COMPACT | JSON_PRESERVE_ORDER, n;
     uint64_t now_ms = cx->opts->now_ms;
-    json_t *t = edit->time;
+    json_t *t = edit->clamp_time ? edit->time : NULL;
     int rc;
 
     if (t != NULL && json_is_integer(t))
@@ -808,6 +817,19 @@ static ssize_t store_tree(event_ctx_t *cx, json_t *ev, const event_edit_t *edit)
     return (ssize_t)n;
 }
 
+/* Append the record whose `n` payload bytes store_text/store_tree just wrote. */
+static void record_add(event_ctx_t *cx, size_t n)
+{
+    cx->block[cx->nslots * sizeof(log_record_t) + cx->used + n] = '\0';
+    /* Payload pointers are set once the block stops moving; the length is enough until then. */
+    log_record_t *r = (log_record_t *)(void *)cx->block + cx->b->nrecords++;
+    r->payload = NULL;
+    r->len = n;
+    r->time_ms = cx->opts->now_ms;
+    r->endpoint = cx->opts->endpoint;
+    cx->used += n + 1;
+}
+
 /* Store a valid event (text s[start..end)) after the payloads already in the block. */
 static int event_store(event_ctx_t *cx, json_t *ev, size_t start, size_t end,
                        const event_edit_t *edit, event_failure_t *f)
@@ -822,14 +844,25 @@ static int event_store(event_ctx_t *cx, json_t *ev, size_t start, size_t end,
         return (int)n;
     if ((size_t)n > cx->opts->max_event_bytes)
         return event_fail(f, "", "event is larger than %zu bytes", cx->opts->max_event_bytes);
-    cx->block[cx->nslots * sizeof(log_record_t) + cx->used + (size_t)n] = '\0';
-    /* Payload pointers are set once the block stops moving; the length is enough until then. */
-    log_record_t *r = (log_record_t *)(void *)cx->block + cx->b->nrecords++;
-    r->payload = NULL;
-    r->len = (size_t)n;
-    r->time_ms = cx->opts->now_ms;
-    r->endpoint = cx->opts->endpoint;
-    cx->used += (size_t)n + 1;
+    record_add(cx, (size_t)n);
+    return 0;
+}
+
+/* The fast path's store step (event_fast_store_fn): the text path of event_store. */
+static int fast_store(void *ctx, size_t start, size_t end, const event_edit_t *edit)
+{
+    event_ctx_t *cx = ctx;
+    ssize_t n;
+
+    if (cx->b->nrecords == cx->nslots)
+        return 1;
+    cx->blanks = edit->blanks; /* exact for this event's text (event_scan may not have run) */
+    n = store_text(cx, start, end, edit);
+    if (n < 0)
+        return (int)n;
+    if (n == 0 || (size_t)n > cx->opts->max_event_bytes)
+        return 1; /* jansson's path says why it is too large */
+    record_add(cx, (size_t)n);
     return 0;
 }
 
@@ -854,7 +887,7 @@ static int add_failure(event_ctx_t *cx, const event_failure_t *f)
 /* Validate and store one event; invalid ones are recorded as failures. */
 static int event_one(event_ctx_t *cx, json_t *ev, size_t index, size_t start, size_t end)
 {
-    event_edit_t edit = {NULL, NULL, NULL, 0};
+    event_edit_t edit = {0};
     event_failure_t f;
     int rc;
 
@@ -871,6 +904,23 @@ static int event_one(event_ctx_t *cx, json_t *ev, size_t index, size_t start, si
     if (rc == 1)
         rc = add_failure(cx, &f);
     return rc;
+}
+
+/* Point the records at their payloads, now that the block has stopped moving. */
+static void batch_finish(event_ctx_t *cx)
+{
+    event_batch_t *b = cx->b;
+
+    if (b->nrecords == 0) {
+        free(cx->block);
+        b->records = NULL;
+    } else {
+        char *p = cx->block + cx->nslots * sizeof(log_record_t);
+        for (size_t i = 0; i < b->nrecords; i++) {
+            b->records[i].payload = p;
+            p += b->records[i].len + 1;
+        }
+    }
 }
 
 static void batch_reset(event_batch_t *b)
@@ -955,17 +1005,67 @@ static int batch_from_json(event_ctx_t *cx, const char *json, size_t i, size_t l
         if (rc < 0)
             return rc;
     }
-    if (b->nrecords == 0) {
-        free(cx->block);
-        b->records = NULL;
-    } else {
-        char *p = cx->block + cx->nslots * sizeof(log_record_t);
-        for (i = 0; i < b->nrecords; i++) {
-            b->records[i].payload = p;
-            p += b->records[i].len + 1;
-        }
-    }
+    batch_finish(cx);
     return 0;
+}
+
+/*
+ * The client's address as JSON text without jansson, when it is plain printable ASCII with
+ * nothing to escape (what the HTTP layer gives): jansson's encoder writes such a string as
+ * it is, between quotes. 0 if it is anything else (jansson's path handles it).
+ */
+static int ip_json_plain(event_ctx_t *cx, const char *ip)
+{
+    size_t n = strlen(ip);
+
+    if (n + 2 > sizeof(cx->ip_json))
+        return 0;
+    for (size_t k = 0; k < n; k++)
+        if ((unsigned char)ip[k] < 0x20 || (unsigned char)ip[k] > 0x7e || ip[k] == '"' ||
+            ip[k] == '\\')
+            return 0;
+    cx->ip_json[0] = '"';
+    memcpy(cx->ip_json + 1, ip, n);
+    cx->ip_json[n + 1] = '"';
+    cx->ip_json_len = n + 2;
+    return 1;
+}
+
+/*
+ * The fast path (event_fast.c): no arena, no tree. `commas` is event_scan's count for an array
+ * (a single object needs no scan). Returns 0 with the batch built, 1 to fall back (the batch and
+ * the context are then as they were), or -ENOMEM.
+ */
+static int batch_fast(event_ctx_t *cx, const char *json, size_t i, size_t len, size_t commas)
+{
+    event_batch_t *b = cx->b;
+    size_t nevents = 0;
+    int rc, blanks = cx->blanks;
+
+    if (cx->opts->ip != NULL && !ip_json_plain(cx, cx->opts->ip))
+        return 1;
+    /* Valid JSON has commas + 1 elements in a non-empty top-level array; fewer is not ours. */
+    cx->nslots = json[i] == '[' ? commas + 1 : 1;
+    cx->cap = len + EVENT_EDIT_SLACK * cx->nslots;
+    cx->used = 0;
+    cx->block = malloc(cx->nslots * sizeof(log_record_t) + cx->cap);
+    if (cx->block == NULL)
+        return -ENOMEM;
+    rc = event__fast_track(json, i, len, cx->opts, fast_store, cx, &nevents);
+    if (rc == 0 && nevents == b->nrecords) {
+        b->records = (log_record_t *)(void *)cx->block;
+        b->nevents = nevents;
+        b->path = EVENT_PATH_FAST;
+        batch_finish(cx);
+        return 0;
+    }
+    free(cx->block);
+    cx->block = NULL;
+    cx->nslots = cx->used = cx->cap = 0;
+    cx->ip_json_len = 0;
+    cx->blanks = blanks;
+    b->nrecords = 0;
+    return rc < 0 ? rc : 1;
 }
 
 int event_batch_parse(event_batch_t *b, const char *json, size_t len, const event_opts_t *opts)
@@ -973,7 +1073,7 @@ int event_batch_parse(event_batch_t *b, const char *json, size_t len, const even
     event_ctx_t cx = {.b = b, .opts = opts, .text = json};
     event_arena_t arena;
     size_t commas, i = 0;
-    int rc;
+    int rc, fast;
 
     memset(b, 0, sizeof(*b));
     while (i < len && (json[i] == ' ' || json[i] == '\t' || json[i] == '\r' || json[i] == '\n'))
@@ -986,17 +1086,35 @@ int event_batch_parse(event_batch_t *b, const char *json, size_t len, const even
         snprintf(b->error, sizeof(b->error), "unknown endpoint");
         return -EINVAL;
     }
+    fast = opts->fast_path &&
+           (opts->endpoint == SEGMENT_EP_TRACK || opts->endpoint == SEGMENT_EP_IMPORT);
+    /* One event (a GET /track): the fast path checks depth itself, event_scan is not needed. */
+    if (fast && json[i] == '{') {
+        if ((rc = batch_fast(&cx, json, i, len, 0)) <= 0)
+            goto out;
+        fast = 0;
+    }
     if (event_scan(json, len, &commas, &cx.blanks) < 0) {
         snprintf(b->error, sizeof(b->error), "data, nesting too deep (more than %d levels)",
                  EVENT_MAX_JSON_DEPTH);
         return -EINVAL;
     }
-    if (json[i] == '[' && commas + 1 > opts->max_events)
+    if (json[i] == '[' && commas + 1 > opts->max_events) {
         rc = -E2BIG;
-    else if ((rc = arena_begin(&arena, len)) == 0) {
-        rc = batch_from_json(&cx, json, i, len);
-        arena_end(&arena);
+    } else {
+        rc = 1;
+        if (fast)
+            rc = batch_fast(&cx, json, i, len, commas);
+        if (rc == 1) {
+            /* jansson's path: the reference, for everything the fast path left to it. */
+            b->path = EVENT_PATH_JANSSON;
+            if ((rc = arena_begin(&arena, len)) == 0) {
+                rc = batch_from_json(&cx, json, i, len);
+                arena_end(&arena);
+            }
+        }
     }
+out:
     if (rc == 0)
         return 0;
     batch_reset(b);

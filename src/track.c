@@ -706,6 +706,7 @@ int track_prepare(track_t *t, http_request_t *req, const struct sockaddr *peer, 
         .max_events = cfg->max_events_per_request,
         .max_event_bytes = cfg->max_event_bytes,
         .tokens = &cfg->tokens,
+        .fast_path = (uint8_t)(cfg->json_fast_path != 0),
     };
     rc = event_batch_parse(&w->batch, json, json_len, &opts);
     if (rc == -EACCES) {

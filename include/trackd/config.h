@@ -100,6 +100,9 @@ typedef struct {
     config_net_t *trusted_proxies;  /* peers whose X-Forwarded-For / X-Real-IP is believed */
     size_t ntrusted_proxies;
     int cors_max_age_s;             /* Access-Control-Max-Age on preflight; default 86400 */
+    int json_fast_path;             /* 1: /track and /import events are validated in one pass
+                                       without a JSON tree, jansson decodes the rest (and is the
+                                       fallback); 0: jansson for everything; default 1 */
 } config_t;
 
 /** Fill `cfg` with the built-in defaults. Never fails. */

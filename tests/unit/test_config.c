@@ -54,6 +54,7 @@ static const char *const all_names[] = {
     "memory_budget_bytes",
     "rate_limit",
     "rate_limit_token",
+    "json_fast_path",
 };
 
 static const char *write_file(const char *name, const char *text)
@@ -143,6 +144,7 @@ TEST(config_defaults_are_the_documented_values)
     CHECK_EQ_INT(c.memory_budget_bytes, 64 << 20);
     CHECK_EQ_INT(c.rate_limit.rate, 0);
     CHECK_EQ_INT(c.nrate_limit_tokens, 0);
+    CHECK_EQ_INT(c.json_fast_path, 1);
 }
 
 TEST(config_queue_high_water_defaults_to_half_the_queue_and_never_exceeds_it)
@@ -582,6 +584,31 @@ TEST(config_command_line_errors_name_the_option)
     config_free(&c);
 }
 
+TEST(config_json_fast_path_is_on_or_off_from_file_and_command_line)
+{
+    config_t c;
+    char err[256];
+
+    config_defaults(&c);
+    CHECK_EQ_INT(config_set(&c, "json_fast_path", "off", err, sizeof(err)), 0);
+    CHECK_EQ_INT(c.json_fast_path, 0);
+    CHECK_EQ_INT(config_set(&c, "json_fast_path", "on", err, sizeof(err)), 0);
+    CHECK_EQ_INT(c.json_fast_path, 1);
+    CHECK_EQ_INT(config_set(&c, "json_fast_path", "yes", err, sizeof(err)), -EINVAL);
+    CHECK(strstr(err, "json_fast_path") != NULL && strstr(err, "on or off") != NULL);
+    CHECK_EQ_INT(c.json_fast_path, 1);
+    CHECK_EQ_INT(config_set(&c, "json_fast_path", "", err, sizeof(err)), -EINVAL);
+    const char *path = write_file("fast.conf", "json_fast_path off\n");
+    CHECK_EQ_INT(from_args(&c, err, sizeof(err), "-c", path, (char *)NULL), 0);
+    CHECK_EQ_INT(c.json_fast_path, 0);
+    CHECK_EQ_INT(
+        from_args(&c, err, sizeof(err), "-c", path, "--json-fast-path", "on", (char *)NULL), 0);
+    CHECK_EQ_INT(c.json_fast_path, 1);
+    CHECK_EQ_INT(from_args(&c, err, sizeof(err), "--json-fast-path=off", (char *)NULL), 0);
+    CHECK_EQ_INT(c.json_fast_path, 0);
+    config_free(&c);
+}
+
 TEST(config_help_and_version_return_1_and_help_lists_every_option)
 {
     config_t c;
@@ -625,6 +652,7 @@ TEST(config_help_and_version_return_1_and_help_lists_every_option)
     }
     CHECK(strstr(text, "(default: 2m)") != NULL);  /* max_body_bytes */
     CHECK(strstr(text, "(default: 10s)") != NULL); /* shutdown_timeout_ms */
+    CHECK(strstr(text, "--json-fast-path on|off  [json_fast_path]  (default: on)") != NULL);
     CHECK(strstr(text, "trackd 1.") != NULL);
     free(text);
     config_free(&c);

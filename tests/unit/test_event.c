@@ -20,6 +20,8 @@
 #define NOW_S 1732527000ULL
 #define DAY_S 86400ULL
 
+/* fast_path is left 0: these tests pin jansson's path, the reference; test_event_fast.c checks
+ * that the fast path gives the same outcome wherever it is taken. */
 static event_opts_t opts(int endpoint)
 {
     event_opts_t o = {
