@@ -289,7 +289,7 @@ static int recover_last(log_t *log, uint64_t seq)
         goto fail;
     w->fd = fd;
     w->seq = seq;
-    w->size = w->synced = w->zero_end = sc.end;
+    w->size = w->synced = w->zero_end = w->kicked = sc.end;
     w->prealloc_off = 0;
     w->created_ms = sc.header.created_ms;
     return 0;

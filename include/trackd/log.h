@@ -57,6 +57,8 @@ typedef struct {
     uint64_t retention_max_age_ms; /* 0 = off */
     size_t queue_max_bytes;
     int flush_interval_ms;
+    uint64_t writebehind_bytes; /* write/none modes: start writeback each time this much more
+                                   is written (0 = leave it all to the kernel) */
 } log_config_t;
 
 /** Writer counters for /metrics and tests (a snapshot). */

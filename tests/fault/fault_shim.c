@@ -7,7 +7,8 @@
  *                                  regular file fail with ENOSPC (pipes and terminals still work,
  *                                  so the test's own messages get out)
  *   TRACKD_FAULT_TRACE=PATH        append one line per call to PATH: "OP FILE OFFSET LENGTH"
- *                                  (OFFSET -1 for write/writev, 0 0 for the syncs), FILE being
+ *                                  (OFFSET -1 for write/writev, 0 0 for fsync and fdatasync,
+ *                                  the range for sync_file_range), FILE being
  *                                  what /proc/self/fd says the descriptor is
  *
  * The environment is read at each call, so a test may set or clear the variables as it goes.
@@ -33,6 +34,7 @@ typedef ssize_t (*writev_fn)(int, const struct iovec *, int);
 typedef ssize_t (*pwrite_fn)(int, const void *, size_t, off_t);
 typedef ssize_t (*pwritev_fn)(int, const struct iovec *, int, off_t);
 typedef int (*sync_fn)(int);
+typedef int (*range_fn)(int, off_t, off_t, unsigned int);
 
 static void *next_sym(const char *name)
 {
@@ -179,4 +181,13 @@ int fdatasync(int fd)
     if (fail_sync())
         return -1;
     return real(fd);
+}
+
+int sync_file_range(int fd, off_t off, off_t len, unsigned int flags)
+{
+    static range_fn real;
+    if (real == NULL)
+        real = (range_fn)next_sym("sync_file_range");
+    trace("sync_file_range", fd, (long long)off, (long long)len);
+    return real(fd, off, len, flags);
 }

@@ -1666,3 +1666,78 @@ TEST_T(log_segment_header_is_durable_before_any_record_in_it, 40)
 {
     run_under_shim("log_fault_body_trace");
 }
+
+/*
+ * Write-behind, traced by the shim: in write mode every writebehind_bytes of records get their
+ * writeback started, in ranges that follow each other from the end of the header; fsync mode,
+ * whose fdatasyncs write everything anyway, starts none.
+ */
+static void writebehind_run(config_durability_t mode, int *kicks, long long *covered,
+                            long long *data_end)
+{
+    char trace[PATH_MAX];
+    snprintf(trace, sizeof(trace), "%s/trace-%d.txt", test_tmpdir(), (int)mode);
+    unlink(trace);
+    setenv("TRACKD_FAULT_TRACE", trace, 1);
+    uv_loop_t loop;
+    log_t *log;
+    static waiter_t w[200];
+    uv_loop_init(&loop);
+    log_config_t c = test_config();
+    c.durability = mode;
+    c.writebehind_bytes = 1024;
+    CHECK_EQ_INT(log_open(&log, &loop, &c), 0);
+    done_count = done_order = 0;
+    /* Ten batches of about 1.2 KiB each: one append round per loop run. */
+    for (int round = 0; round < 10; round++) {
+        for (int i = round * 20; i < (round + 1) * 20; i++)
+            CHECK_EQ_INT(append_one(log, &w[i], i, SEGMENT_EP_TRACK), 0);
+        run_until(&loop, &done_count, (round + 1) * 20, 5000);
+    }
+    close_log(&loop, log);
+    uv_loop_close(&loop);
+    unsetenv("TRACKD_FAULT_TRACE");
+    CHECK_EQ_INT(scan_slot(1, NULL), 200);
+
+    FILE *f = fopen(trace, "r");
+    CHECK(f != NULL);
+    char op[32], path[PATH_MAX];
+    long long off, len, next = SEGMENT_HEADER_SIZE;
+    *kicks = 0;
+    *data_end = 0;
+    while (fscanf(f, "%31s %4095s %lld %lld", op, path, &off, &len) == 4) {
+        if (strcmp(op, "pwritev") == 0 && off + len > *data_end)
+            *data_end = off + len;
+        if (strcmp(op, "sync_file_range") != 0)
+            continue;
+        CHECK_EQ_INT(off, next); /* each range starts where the previous one ended */
+        CHECK(len >= 1024);
+        next = off + len;
+        (*kicks)++;
+    }
+    fclose(f);
+    *covered = next;
+}
+
+TEST_T(log_fault_body_writebehind, 30)
+{
+    if (!under_shim())
+        return;
+    int kicks;
+    long long covered, data_end;
+    writebehind_run(CONFIG_DURABILITY_WRITE, &kicks, &covered, &data_end);
+    CHECK(kicks >= 9);
+    CHECK(covered <= data_end && data_end - covered < 1024);
+    /* A fresh slot directory for the second run. */
+    char dir[PATH_MAX], cmd[PATH_MAX + 16];
+    slot_dir(dir, sizeof(dir), 1);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    CHECK_EQ_INT(system(cmd), 0);
+    writebehind_run(CONFIG_DURABILITY_FSYNC, &kicks, &covered, &data_end);
+    CHECK_EQ_INT(kicks, 0);
+}
+
+TEST_T(log_write_mode_starts_writeback_as_it_goes_so_closing_a_segment_is_short, 40)
+{
+    run_under_shim("log_fault_body_writebehind");
+}
