@@ -3,8 +3,13 @@
  * own mmap'd stack with a PROT_NONE guard page below it, so an overflow faults instead of
  * silently corrupting a neighbour. The coroutine's record (struct coro_s) lives at the top of
  * that same mapping: one mmap per coroutine and no malloc on the request path. When a coroutine
- * finishes, its mapping goes back to the pool's idle list, up to max_free of them; the rest are
- * unmapped, so an idle worker's memory returns to its steady size after a burst.
+ * finishes, its mapping goes back to the pool's idle list: up to max_free of them, or more while
+ * the pool keeps no more stacks than the most coroutines alive at once since the last
+ * coro_pool_trim(). Under a steady concurrency of a thousand handlers, unmapping all but
+ * max_free and mapping them again (page faults, zeroed pages, TLB shootdowns) cut a worker's
+ * throughput by two thirds (bench/RESULTS.md). The owner calls coro_pool_trim() now and then
+ * (a worker: once a second), which unmaps what the last period did not need, so an idle
+ * worker's memory returns to its steady size within a couple of seconds after a burst.
  *
  * The switch itself is coro__switch in coro_switch.S (x86-64 and aarch64): it saves only the
  * callee-saved registers, which makes it a few nanoseconds. Elsewhere, or when built with
@@ -104,6 +109,7 @@ struct coro_pool_s {
     size_t max_free;
     size_t nfree;
     size_t active;
+    size_t peak; /* most coroutines alive at once since the last trim */
     coro_t *idle;    /* finished coroutines whose mapping is kept for reuse */
     coro_t *current; /* the coroutine running now, NULL while the loop runs */
 };
@@ -314,6 +320,30 @@ size_t coro_pool_active(const coro_pool_t *pool)
     return pool->active;
 }
 
+size_t coro_pool_idle(const coro_pool_t *pool)
+{
+    return pool->nfree;
+}
+
+void coro_pool_trim(coro_pool_t *pool)
+{
+    pool->peak = pool->active;
+    if (pool->nfree <= pool->max_free)
+        return;
+    /* The idle list is most recently used first: keep its head (warm pages), cut the rest. */
+    coro_t **link = &pool->idle;
+    for (size_t i = 0; i < pool->max_free; i++)
+        link = &(*link)->next;
+    coro_t *co = *link;
+    *link = NULL;
+    pool->nfree = pool->max_free;
+    while (co != NULL) {
+        coro_t *next = co->next;
+        coro_unmap(co);
+        co = next;
+    }
+}
+
 coro_t *coro_new(coro_pool_t *pool, coro_fn fn, void *arg)
 {
     coro_t *co = pool->idle;
@@ -338,7 +368,8 @@ coro_t *coro_new(coro_pool_t *pool, coro_fn fn, void *arg)
     co->asan_caller_bottom = NULL;
     co->asan_caller_size = 0;
     coro_init_ctx(co);
-    pool->active++;
+    if (++pool->active > pool->peak)
+        pool->peak = pool->active;
     return co;
 }
 
@@ -347,7 +378,7 @@ static void coro_release(coro_t *co)
 {
     coro_pool_t *pool = co->pool;
     pool->active--;
-    if (pool->nfree < pool->max_free) {
+    if (pool->nfree < pool->max_free || pool->active + pool->nfree < pool->peak) {
         coro_asan_unpoison(co);
         co->next = pool->idle;
         pool->idle = co;

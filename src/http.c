@@ -123,6 +123,11 @@ size_t http_server_coroutines(const http_server_t *s)
     return coro_pool_active(s->coros);
 }
 
+void http_server_trim(http_server_t *s)
+{
+    coro_pool_trim(s->coros);
+}
+
 http_env_t *http_server_env(http_server_t *s)
 {
     return &s->env;

@@ -118,10 +118,12 @@ static void worker_on_lag_timer(uv_timer_t *t)
     w->lag_due_ns = now + (uint64_t)WORKER_LAG_TICK_MS * 1000000;
 }
 
+/* Once a second: is the master still there; and the handler stacks the last second needed. */
 static void worker_on_parent_timer(uv_timer_t *t)
 {
     worker_t *w = t->data;
 
+    http_server_trim(w->http);
     if (getppid() != w->ppid)
         worker_stop(w, "master gone");
 }

@@ -20,10 +20,20 @@ typedef void (*coro_fn)(coro_t *co, void *arg);
 #define CORO_STACK_SIZE_DEFAULT ((size_t)256 * 1024)
 
 /**
- * Create a pool of stacks of `stack_size` bytes (rounded up to pages, at least 16 KiB), keeping up
- * to `max_free` idle. NULL if out of memory.
+ * Create a pool of stacks of `stack_size` bytes (rounded up to pages, at least 16 KiB), keeping
+ * `max_free` idle, or more: as many as the most coroutines alive at once since the last
+ * coro_pool_trim() need. NULL if out of memory.
  */
 coro_pool_t *coro_pool_new(size_t stack_size, size_t max_free);
+
+/**
+ * Unmap the idle stacks beyond max_free (the least recently used) and start a new period for the
+ * peak at the coroutines alive now. Call it periodically (say once a second).
+ */
+void coro_pool_trim(coro_pool_t *pool);
+
+/** Idle stacks the pool keeps mapped. */
+size_t coro_pool_idle(const coro_pool_t *pool);
 
 /** Free the pool and its idle stacks. Every coroutine from it must have finished. */
 void coro_pool_free(coro_pool_t *pool);

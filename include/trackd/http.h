@@ -309,6 +309,9 @@ size_t http_conn_idle_bytes(void);
 /** Coroutines currently running handlers. */
 size_t http_server_coroutines(const http_server_t *s);
 
+/** Give back the handler stacks the last period did not need (coro_pool_trim); about 1/s. */
+void http_server_trim(http_server_t *s);
+
 /**
  * How long the oldest complete request waiting for the CPU has waited (ns; 0 if none): the
  * server's queueing delay, which the head check compares to its limit to shed CPU overload.

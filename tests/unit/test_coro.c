@@ -257,7 +257,16 @@ static void yield_once_body(coro_t *co, void *arg)
     coro_yield(co);
 }
 
-TEST(coro_pool_keeps_at_most_max_free_idle_stacks_and_unmaps_the_rest)
+/* Stacks of frame[0..n) still mapped. */
+static int count_mapped(void *const *frame, int n)
+{
+    int mapped = 0;
+    for (int i = 0; i < n; i++)
+        mapped += page_is_mapped(frame[i]);
+    return mapped;
+}
+
+TEST(coro_pool_keeps_the_stacks_of_its_peak_until_trimmed_then_max_free)
 {
     enum { MAX_FREE = 3, N = 8, ROUNDS = 4 };
     coro_pool_t *pool = coro_pool_new(TEST_STACK, MAX_FREE);
@@ -274,15 +283,50 @@ TEST(coro_pool_keeps_at_most_max_free_idle_stacks_and_unmaps_the_rest)
         }
         for (int i = 0; i < n; i++)
             CHECK_EQ_INT(coro_resume(co[i]), 0);
-        /* A kept stack is still mapped; an unmapped one is gone: count the survivors. */
-        int mapped = 0;
-        for (int i = 0; i < n; i++)
-            mapped += page_is_mapped(frame[i]);
-        CHECK_EQ_INT(mapped, n < MAX_FREE ? n : MAX_FREE);
+        /* A burst as large as the peak since the last trim finds its stacks again. */
+        CHECK_EQ_INT(count_mapped(frame, n), n);
+        CHECK_EQ_INT((int)coro_pool_idle(pool), N);
+        /* The trim gives back all but max_free (nothing is alive). */
+        coro_pool_trim(pool);
+        CHECK_EQ_INT((int)coro_pool_idle(pool), MAX_FREE);
+        CHECK_EQ_INT(count_mapped(frame, n), n < MAX_FREE ? n : MAX_FREE);
+        /* Refill to the peak for the next round's check: a new period starts at 0. */
+        for (int i = 0; i < N; i++) {
+            co[i] = coro_new(pool, yield_once_body, &frame[i]);
+            CHECK_EQ_INT(coro_resume(co[i]), 1);
+        }
+        for (int i = 0; i < N; i++)
+            CHECK_EQ_INT(coro_resume(co[i]), 0);
     }
     coro_pool_free(pool);
     for (int i = 0; i < N; i++)
         CHECK(!page_is_mapped(frame[i]));
+}
+
+TEST(coro_pool_trim_keeps_what_the_coroutines_alive_now_account_for)
+{
+    enum { MAX_FREE = 2, N = 10, LIVE = 6 };
+    coro_pool_t *pool = coro_pool_new(TEST_STACK, MAX_FREE);
+    CHECK(pool != NULL);
+    coro_t *co[N];
+    for (int i = 0; i < N; i++) {
+        co[i] = coro_new(pool, yield_once_body, NULL);
+        CHECK_EQ_INT(coro_resume(co[i]), 1);
+    }
+    /* Four finish: their stacks stay (the peak of ten since the last trim holds them). */
+    for (int i = LIVE; i < N; i++)
+        CHECK_EQ_INT(coro_resume(co[i]), 0);
+    CHECK_EQ_INT((int)coro_pool_idle(pool), N - LIVE);
+    /* The trim resets the peak to the six alive: idle beyond max_free goes. */
+    coro_pool_trim(pool);
+    CHECK_EQ_INT((int)coro_pool_idle(pool), MAX_FREE);
+    /* The six finish: the peak is six now, so with two idle at most six stacks stay mapped. */
+    for (int i = 0; i < LIVE; i++)
+        CHECK_EQ_INT(coro_resume(co[i]), 0);
+    CHECK_EQ_INT((int)coro_pool_idle(pool), LIVE);
+    coro_pool_trim(pool);
+    CHECK_EQ_INT((int)coro_pool_idle(pool), MAX_FREE);
+    coro_pool_free(pool);
 }
 
 TEST(coro_pool_active_counts_coroutines_created_and_not_finished)
