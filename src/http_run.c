@@ -295,7 +295,8 @@ void http__queue_handler(http_conn_t *c, http_request_t *req)
 
     c->req = req;
     c->queued = 1;
-    c->run_since = uv_hrtime();
+    /* A request without a body is queued as its head completes: that clock read serves. */
+    c->run_since = req->body_len == 0 && req->start_ns ? req->start_ns : uv_hrtime();
     http__unstarted_set(c, req->len + req->body_len);
     c->run_next = NULL;
     if (s->run_tail)
