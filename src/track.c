@@ -516,29 +516,16 @@ void track_work_free(track_work_t *w)
 }
 
 /*
- * Wall-clock receive time (Unix ms) of a request whose head completed at monotonic `mono_ns`
- * (0 = now). The offset between the two clocks is read at most once a second per worker, so a
- * request costs no clock read of its own; a step of the wall clock shows within a second.
+ * Wall-clock receive time (Unix ms), read for each request. (Deriving it from the head's
+ * monotonic time plus an offset read once a second saved a clock read but could lag the wall
+ * clock by a millisecond, enough to clamp the time of an event sent "now" by a client whose
+ * clock agrees with ours: the black-box tests caught it.)
  */
-#define TRACK_CLOCK_RESYNC_NS 1000000000ull
-static uint64_t track_now_ms(uint64_t mono_ns)
+static uint64_t track_now_ms(void)
 {
-    static _Thread_local uint64_t synced_ns;
-    static _Thread_local int64_t offset_ms; /* wall-clock ms minus monotonic ms */
     struct timespec ts;
-
-    /* (A request whose head came before the last read uses the newer offset just as well.) */
-    if (mono_ns == 0 || synced_ns == 0 ||
-        (mono_ns > synced_ns && mono_ns - synced_ns >= TRACK_CLOCK_RESYNC_NS)) {
-        uint64_t mono = uv_hrtime();
-        clock_gettime(CLOCK_REALTIME, &ts);
-        uint64_t real_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-        offset_ms = (int64_t)real_ms - (int64_t)(mono / 1000000);
-        synced_ns = mono;
-        if (mono_ns == 0)
-            return real_ms;
-    }
-    return (uint64_t)((int64_t)(mono_ns / 1000000) + offset_ms);
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 /* Bytes the validated records of a batch hold (charged while the handler waits). */
@@ -721,7 +708,7 @@ int track_prepare(track_t *t, http_request_t *req, const struct sockaddr *peer, 
                               : w->route == TRACK_RT_IMPORT ? SEGMENT_EP_IMPORT
                                                             : SEGMENT_EP_TRACK),
         .ip = w->want_ip && w->ip[0] ? w->ip : NULL,
-        .now_ms = track_now_ms(req->start_ns),
+        .now_ms = track_now_ms(),
         .max_events = cfg->max_events_per_request,
         .max_event_bytes = cfg->max_event_bytes,
         .tokens = &cfg->tokens,
