@@ -102,7 +102,7 @@ test: deps-test
 	$(MAKE) test-blackbox
 	$(MAKE) test-browser
 	$(MAKE) test-san
-	$(MAKE) fuzz FUZZ_TIME=$(FUZZ_TIME)
+	$(MAKE) fuzz FUZZ_TIME=$(TEST_FUZZ_TIME)
 
 test-unit: $(BUILD)/unit-tests
 	$(BUILD)/unit-tests
@@ -126,6 +126,8 @@ bench: all $(BENCH_BIN)
 	bench/run.sh
 
 FUZZ_TIME ?= 60
+# Per target inside `make test` (seven targets, two at a time: keeps the suite under 15 minutes).
+TEST_FUZZ_TIME ?= 40
 FUZZ_JOBS ?= $(shell nproc 2>/dev/null || echo 1)
 fuzz:
 	FUZZ_JOBS=$(FUZZ_JOBS) scripts/fuzz.sh $(FUZZ_TIME)
