@@ -67,10 +67,14 @@ static char *b64_encode(const char *in, size_t len)
 
 enum { STEP_DECODE = 1, STEP_PARSE = 2, STEP_BOTH = 3 };
 
-/* ns per event for `n` requests of `value`, each holding `events` events; < 0 on failure. */
-static double run(const char *value, size_t len, size_t events, long n, int steps)
+/*
+ * ns per event for `n` requests of `value`, each holding `events` events, through the fast path
+ * (`fast`, which must then be the path taken) or jansson's; < 0 on failure.
+ */
+static double run(const char *value, size_t len, size_t events, long n, int steps, int fast)
 {
     event_opts_t o = {
+        .fast_path = (uint8_t)fast,
         .endpoint = SEGMENT_EP_TRACK,
         .ip = "203.0.113.9",
         .now_ms = 1732527000000ULL,
@@ -98,7 +102,8 @@ static double run(const char *value, size_t len, size_t events, long n, int step
                     return -1;
             }
             if (steps & STEP_PARSE) {
-                if (event_batch_parse(&b, json, json_len, &o) != 0 || b.nrecords != events)
+                if (event_batch_parse(&b, json, json_len, &o) != 0 || b.nrecords != events ||
+                    b.path != (fast ? EVENT_PATH_FAST : EVENT_PATH_JANSSON))
                     return -1;
                 event_batch_free(&b);
             }
@@ -136,10 +141,10 @@ static double run_jansson(const char *json, size_t len, long n)
 static void report(const char *what, double ns_per_event)
 {
     if (ns_per_event < 0) {
-        printf("%-44s FAILED\n", what);
+        printf("%-52s FAILED\n", what);
         return;
     }
-    printf("%-44s %8.0f ns/event %10.0f events/s\n", what, ns_per_event, 1e9 / ns_per_event);
+    printf("%-52s %8.0f ns/event %10.0f events/s\n", what, ns_per_event, 1e9 / ns_per_event);
 }
 
 int main(int argc, char **argv)
@@ -168,12 +173,19 @@ int main(int argc, char **argv)
 
     printf("event: %zu bytes of JSON, %zu of base64; batch of %d: %zu bytes of base64\n", elen,
            strlen(b64_one), BENCH_BATCH, strlen(b64_batch));
-    report("1 event, base64: decode + parse", run(b64_one, strlen(b64_one), 1, n, STEP_BOTH));
-    report("1 event, base64: decode only", run(b64_one, strlen(b64_one), 1, n, STEP_DECODE));
-    report("1 event, base64: parse only", run(b64_one, strlen(b64_one), 1, n, STEP_PARSE));
-    report("1 event, JSON: parse", run(bench_event, elen, 1, n, STEP_BOTH));
-    report("batch of 50, base64: decode + parse",
-           run(b64_batch, strlen(b64_batch), BENCH_BATCH, n / BENCH_BATCH, STEP_BOTH));
+    for (int fast = 1; fast >= 0; fast--) {
+        const char *p = fast ? "fast path" : "jansson path";
+        char what[64];
+        snprintf(what, sizeof(what), "1 event, base64: decode + parse, %s", p);
+        report(what, run(b64_one, strlen(b64_one), 1, n, STEP_BOTH, fast));
+        snprintf(what, sizeof(what), "1 event, base64: parse only, %s", p);
+        report(what, run(b64_one, strlen(b64_one), 1, n, STEP_PARSE, fast));
+        snprintf(what, sizeof(what), "1 event, JSON: parse, %s", p);
+        report(what, run(bench_event, elen, 1, n, STEP_BOTH, fast));
+        snprintf(what, sizeof(what), "batch of 50, base64: decode + parse, %s", p);
+        report(what, run(b64_batch, strlen(b64_batch), BENCH_BATCH, n / BENCH_BATCH, STEP_BOTH, fast));
+    }
+    report("1 event, base64: decode only", run(b64_one, strlen(b64_one), 1, n, STEP_DECODE, 1));
     report("reference: jansson json_loadb + json_decref", run_jansson(bench_event, elen, n));
     free(b64_one);
     free(b64_batch);
