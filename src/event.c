@@ -93,7 +93,7 @@ static const uint8_t scan_class[256] = {
 static const uint8_t scalar_end[256] = {
     [','] = 1, [']'] = 1, ['}'] = 1, [' '] = 1, ['\t'] = 1, ['\n'] = 1, ['\r'] = 1,
 };
-static const uint8_t blank[256] = {[' '] = 1, ['\t'] = 1, ['\n'] = 1, ['\r'] = 1};
+const uint8_t event__blank[256] = {[' '] = 1, ['\t'] = 1, ['\n'] = 1, ['\r'] = 1};
 
 /* $insert_id characters. */
 static const uint8_t insert_id_ok[256] = {
@@ -600,7 +600,7 @@ static size_t skip_string(const char *s, size_t i, size_t n)
 
 static size_t skip_blank(const char *s, size_t i, size_t n)
 {
-    while (i < n && blank[(unsigned char)s[i]])
+    while (i < n && event__blank[(unsigned char)s[i]])
         i++;
     return i;
 }
@@ -680,7 +680,7 @@ static size_t minify(char *out, const char *s, size_t from, size_t to, int blank
             i = e;
         } else {
             out[o] = s[i];
-            o += !blank[(unsigned char)s[i]];
+            o += !event__blank[(unsigned char)s[i]];
             i++;
         }
     }
@@ -989,7 +989,7 @@ static int batch_from_json(event_ctx_t *cx, const char *json, size_t i, size_t l
     b->nevents = nevents;
     if (!json_is_array(root)) {
         /* One object: jansson accepted the text as one value, so it spans all but the blanks. */
-        while (blank[(unsigned char)json[len - 1]])
+        while (event__blank[(unsigned char)json[len - 1]])
             len--;
         rc = event_one(cx, root, 0, i, len);
         b->records = (log_record_t *)(void *)cx->block;

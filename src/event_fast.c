@@ -65,8 +65,6 @@ static const uint8_t simple_escape[256] = {
     ['"'] = 1, ['\\'] = 1, ['/'] = 1, ['b'] = 1, ['f'] = 1, ['n'] = 1, ['r'] = 1, ['t'] = 1,
 };
 
-static const uint8_t blank_byte[256] = {[' '] = 1, ['\t'] = 1, ['\n'] = 1, ['\r'] = 1};
-
 /* A key of an open object: where its raw text is. */
 typedef struct {
     uint32_t off, len;
@@ -94,9 +92,9 @@ static int scan_value(fast_t *f, int depth, int level);
 
 static inline void skip_blanks(fast_t *f)
 {
-    if (f->i < f->n && blank_byte[f->s[f->i]]) {
+    if (f->i < f->n && event__blank[f->s[f->i]]) {
         f->blanks = 1;
-        while (f->i < f->n && blank_byte[f->s[f->i]])
+        while (f->i < f->n && event__blank[f->s[f->i]])
             f->i++;
     }
 }

@@ -58,6 +58,9 @@ event_time_rule_t event__time_rule(const event_opts_t *opts, double v, int *in_m
 /** 1 if s[0..n) is a usable $insert_id: 1 to 36 bytes of [A-Za-z0-9-]. */
 int event__insert_id_ok(const char *s, size_t n);
 
+/** 1 for the bytes JSON allows between tokens (space, tab, LF, CR), else 0. */
+extern const uint8_t event__blank[256];
+
 /**
  * Called by the fast path for each valid event s[start..end) in order, with its edits. Returns 0
  * when stored, 1 to fall back to jansson's path, or a negative errno (ends the request).
