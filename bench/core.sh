@@ -153,6 +153,16 @@ for r in $(seq "$ROUNDS"); do
 	while read -r name _ _ port pid _; do
 		targets="$targets $name:$port:$pid"
 	done <"$work/servers"
+	# Each round starts one server later, so none is always measured first or last (a machine
+	# that slows down or speeds up during a round would favour one otherwise).
+	set -- $targets
+	k=$(((r - 1) % $#))
+	i=0 later="" first=""
+	for t in "$@"; do
+		if [ $i -lt $k ]; then later="$later $t"; else first="$first $t"; fi
+		i=$((i + 1))
+	done
+	targets="$first $later"
 	for target in $targets; do
 		name=${target%%:*}
 		rest=${target#*:}
@@ -185,6 +195,12 @@ median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2
 med_rps() { awk -v n="$1" '$2 == n {print $3}' "$work/rows" | median; }
 med_us() { awk -v n="$1" '$2 == n {print $5}' "$work/rows" | median; }
 ratio() { echo "$1 $2" | awk '{printf "%.2f", $1 / $2}'; }
+# The median over the rounds of one server's requests/s divided by another's in the same round.
+round_ratio() {
+	awk -v a="$1" -v b="$2" '$2 == a {x[$1] = $3} $2 == b {y[$1] = $3}
+		END {for (r in x) if (y[r] > 0) printf "%.4f\n", x[r] / y[r]}' "$work/rows" |
+		median | awk '{printf "%.2f", $1}'
+}
 nginx_rps=$(med_rps nginx)
 write_rps=$(med_rps write)
 fsync_rps=$(med_rps fsync)
@@ -230,6 +246,8 @@ mkdir -p bench/results
 		echo "| base trackd write | $bw | $(ratio "$bw" "$nginx_rps") x nginx | $(med_us base-write) |"
 		echo "| base trackd fsync | $bf | $(ratio "$bf" "$bw") x base write | $(med_us base-fsync) |"
 	fi
+	echo
+	echo "Median of the rounds' own ratios: write $(round_ratio write nginx) x nginx, fsync $(round_ratio fsync write) x write."
 	echo
 	echo "CPU us/request: nginx $(med_us nginx), trackd write $(med_us write) ($(ratio "$(med_us nginx)" "$(med_us write)") x nginx's requests per CPU-second), fsync $(med_us fsync) ($(ratio "$(med_us write)" "$(med_us fsync)") x write's)."
 	while read -r name stored answered; do

@@ -6,6 +6,7 @@
  */
 #include "trackd/decode.h"
 
+#include <endian.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdint.h>
@@ -44,28 +45,47 @@ static const uint8_t hex_val[256] = {
 /*
  * Base64 sextet values (standard alphabet). A ' ' decodes as '+': an unescaped '+' in a form
  * body has already been turned into a space by the form decoder, and clients that do not escape
- * their base64 are common (API.md). Values stay below 64 so a whole quad can be checked at once.
+ * their base64 are common (API.md). The tables are generated from one definition of the alphabet.
  */
-/* clang-format off */
-static const uint8_t b64_val[256] = {
-    XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, SK, XX, XX, SK, XX, XX,
-    XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX,
-    62, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, 62, XX, XX, XX, 63,
-    52, 53, 54, 55, 56, 57, 58, 59, 60, 61, XX, XX, XX, PD, XX, XX,
-    XX, 0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14,
-    15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, XX, XX, XX, XX, XX,
-    XX, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40,
-    41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, XX, XX, XX, XX, XX,
-    XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX,
-    XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX,
-    XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX,
-    XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX,
-    XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX,
-    XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX,
-    XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX,
-    XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX,
-};
-/* clang-format on */
+#define B64_SEXTET(c)                                                                              \
+    ((c) >= 'A' && (c) <= 'Z'   ? (c) - 'A'                                                        \
+     : (c) >= 'a' && (c) <= 'z' ? (c) - 'a' + 26                                                   \
+     : (c) >= '0' && (c) <= '9' ? (c) - '0' + 52                                                   \
+     : (c) == '+' || (c) == ' ' ? 62                                                               \
+     : (c) == '/'               ? 63                                                               \
+                                : -1)
+#define TABLE4(m, c) m(c), m((c) + 1), m((c) + 2), m((c) + 3)
+#define TABLE16(m, c) TABLE4(m, c), TABLE4(m, (c) + 4), TABLE4(m, (c) + 8), TABLE4(m, (c) + 12)
+#define TABLE64(m, c)                                                                              \
+    TABLE16(m, c), TABLE16(m, (c) + 16), TABLE16(m, (c) + 32), TABLE16(m, (c) + 48)
+#define TABLE256(m)                                                                                \
+    {                                                                                              \
+        TABLE64(m, 0), TABLE64(m, 64), TABLE64(m, 128), TABLE64(m, 192)                            \
+    }
+
+/* Values below 64, or XX, SK, PD: the byte-at-a-time decoder's table. */
+#define B64_VAL(c)                                                                                 \
+    ((c) == '\r' || (c) == '\n' ? SK : (c) == '=' ? PD : B64_SEXTET(c) < 0 ? XX : B64_SEXTET(c))
+static const uint8_t b64_val[256] = TABLE256(B64_VAL);
+
+/*
+ * The whole-quad decoder's tables: the sextet already shifted to its place in the quad's 24 bits,
+ * or B64_BAD for anything else (padding, CR/LF too: the byte-at-a-time decoder takes over).
+ */
+#define B64_BAD 0x01000000u
+#define B64_SHIFTED(c, s) (B64_SEXTET(c) < 0 ? B64_BAD : (uint32_t)B64_SEXTET(c) << (s))
+#define B64_Q0(c) B64_SHIFTED(c, 18)
+#define B64_Q1(c) B64_SHIFTED(c, 12)
+#define B64_Q2(c) B64_SHIFTED(c, 6)
+#define B64_Q3(c) B64_SHIFTED(c, 0)
+static const uint32_t b64_q0[256] = TABLE256(B64_Q0), b64_q1[256] = TABLE256(B64_Q1),
+                      b64_q2[256] = TABLE256(B64_Q2), b64_q3[256] = TABLE256(B64_Q3);
+
+/* The 24 bits of the quad at p, or a value with B64_BAD set. */
+static inline uint32_t b64_quad(const unsigned char *p)
+{
+    return b64_q0[p[0]] | b64_q1[p[1]] | b64_q2[p[2]] | b64_q3[p[3]];
+}
 
 /* Inflated bodies start this small at least, and grow by doubling up to the cap. */
 #define GUNZIP_MIN_ALLOC 4096
@@ -156,10 +176,9 @@ int decode_form(char *buf, size_t len, decode_pair_t *pairs, size_t max, size_t 
     return 0;
 }
 
-const decode_pair_t *decode_form_get(const decode_pair_t *pairs, size_t n, const char *key)
+const decode_pair_t *decode_form_getn(const decode_pair_t *pairs, size_t n, const char *key,
+                                      size_t klen)
 {
-    size_t klen = strlen(key);
-
     for (size_t i = 0; i < n; i++)
         if (pairs[i].key_len == klen && memcmp(pairs[i].key, key, klen) == 0)
             return &pairs[i];
@@ -177,15 +196,26 @@ int decode_base64(const char *in, size_t len, char *out, size_t *outlen)
     *outlen = 0;
     while (i < len) {
         if (n == 0) {
-            /* Fast path: whole quads of plain alphabet characters. */
-            while (len - i >= 4) {
-                uint8_t a = b64_val[p[i]], b = b64_val[p[i + 1]];
-                uint8_t c = b64_val[p[i + 2]], d = b64_val[p[i + 3]];
-                if ((a | b | c | d) >= 64)
+            /*
+             * Fast path: whole quads of plain alphabet characters, two at a time with one 8-byte
+             * store (its last two bytes are overwritten next: at most len/4*3+2 bytes written).
+             */
+            while (len - i >= 8) {
+                uint32_t x = b64_quad(p + i), y = b64_quad(p + i + 4);
+                if ((x | y) & B64_BAD)
                     break;
-                q[o] = (unsigned char)(a << 2 | b >> 4);
-                q[o + 1] = (unsigned char)(b << 4 | c >> 2);
-                q[o + 2] = (unsigned char)(c << 6 | d);
+                uint64_t w = htobe64((uint64_t)x << 40 | (uint64_t)y << 16);
+                memcpy(q + o, &w, 8);
+                o += 6;
+                i += 8;
+            }
+            while (len - i >= 4) {
+                uint32_t x = b64_quad(p + i);
+                if (x & B64_BAD)
+                    break;
+                q[o] = (unsigned char)(x >> 16);
+                q[o + 1] = (unsigned char)(x >> 8);
+                q[o + 2] = (unsigned char)x;
                 o += 3;
                 i += 4;
             }
@@ -357,8 +387,8 @@ static size_t decode_fix_surrogates(char *buf, size_t n)
             continue;
         }
         unsigned hi = 0xD000u | ((s[r + 1] & 0x3Fu) << 6) | (s[r + 2] & 0x3Fu);
-        if (hi <= 0xDBFF && r + 5 < n && s[r + 3] == 0xED && s[r + 4] >= 0xB0 &&
-            s[r + 4] <= 0xBF && (s[r + 5] & 0xC0) == 0x80) {
+        if (hi <= 0xDBFF && r + 5 < n && s[r + 3] == 0xED && s[r + 4] >= 0xB0 && s[r + 4] <= 0xBF &&
+            (s[r + 5] & 0xC0) == 0x80) {
             unsigned lo = 0xD000u | ((s[r + 4] & 0x3Fu) << 6) | (s[r + 5] & 0x3Fu);
             unsigned cp = 0x10000u + ((hi - 0xD800u) << 10) + (lo - 0xDC00u);
             s[w++] = (unsigned char)(0xF0 | (cp >> 18));

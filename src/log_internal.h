@@ -40,7 +40,10 @@ typedef struct {
     uint64_t seq, size, created_ms;
 } log_seg_t;
 
-/* State only the writer thread touches (and log_open, before the thread exists). */
+/*
+ * State only the writer thread touches (and log_open, before the thread exists), or the loop
+ * thread while it holds it for an inline write (log_t.loop_owns, handed over under the mutex).
+ */
 typedef struct {
     int fd;                     /* current segment, -1 if none */
     uint64_t seq, size, synced; /* its sequence, end of data, end known durable */
@@ -73,6 +76,9 @@ struct log_s {
     size_t nspare;
     size_t queue_bytes, queue_records;
     log_append_t *ack_head, **ack_tail; /* durability none: acknowledged before the loop blocks */
+    uint64_t inline_off_until;          /* write mode: no inline writes before this (uv_now), */
+    uint64_t inline_slow_at, inline_backoff_ms; /* set by the last slow one, at this time */
+    int inline_busy;
     int closing_loop, close_started, handles_open;
     void (*close_cb)(void *arg);
     void *close_arg;
@@ -83,6 +89,7 @@ struct log_s {
     log_buf_t *pending, **pending_tail;
     log_buf_t *done, **done_tail;
     int closing, exited, writer_idle, urgent, fatal;
+    int loop_owns, owner_wait; /* the loop thread has the writer state `w` (an inline write) */
     log_stats_t st;
     atomic_int fail_err; /* what log_append returns while the writer is failed; 0 = writable */
 

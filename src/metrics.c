@@ -296,6 +296,12 @@ static void metrics_log(mbuf_t *b, const metrics_input_t *in)
            l->records_appended);
     mb_u64(b, "trackd_log_bytes_total", "counter", "Bytes appended to the log.", l->bytes_appended);
     mb_u64(b, "trackd_log_batches_total", "counter", "Group-commit batches written.", l->batches);
+    mb_u64(b, "trackd_log_inline_batches_total", "counter",
+           "Batches the event loop wrote itself (write mode, writer thread idle).",
+           l->inline_batches);
+    mb_u64(b, "trackd_log_inline_slow_total", "counter",
+           "Inline batches slow enough to leave writing to the writer thread for a while.",
+           l->inline_slow);
     mb_u64(b, "trackd_log_write_errors_total", "counter", "Failed writes to a segment.",
            l->write_errors);
     mb_u64(b, "trackd_log_fsync_errors_total", "counter", "Failed fdatasyncs.", l->fsync_errors);

@@ -156,19 +156,25 @@ static void track_ops(track_t *t, int route, track_answer_t *a)
 
 static int track_route(const http_str_t *path)
 {
+#define ROUTE(p, rt)                                                                               \
+    {                                                                                              \
+        p, sizeof(p) - 1, rt                                                                       \
+    }
     static const struct {
         const char *p;
+        size_t len;
         int rt;
-    } routes[] = {{"/track", TRACK_RT_TRACK},     {"/engage", TRACK_RT_ENGAGE},
-                  {"/groups", TRACK_RT_GROUPS},   {"/import", TRACK_RT_IMPORT},
-                  {"/healthz", TRACK_RT_HEALTHZ}, {"/metrics", TRACK_RT_METRICS},
-                  {"/readyz", TRACK_RT_READYZ}};
+    } routes[] = {ROUTE("/track", TRACK_RT_TRACK),     ROUTE("/engage", TRACK_RT_ENGAGE),
+                  ROUTE("/groups", TRACK_RT_GROUPS),   ROUTE("/import", TRACK_RT_IMPORT),
+                  ROUTE("/healthz", TRACK_RT_HEALTHZ), ROUTE("/metrics", TRACK_RT_METRICS),
+                  ROUTE("/readyz", TRACK_RT_READYZ)};
+#undef ROUTE
     size_t len = path->len;
 
     if (len > 1 && path->p[len - 1] == '/')
         len--; /* the browser library sends /track/ */
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
-        if (strlen(routes[i].p) == len && memcmp(routes[i].p, path->p, len) == 0)
+        if (routes[i].len == len && memcmp(routes[i].p, path->p, len) == 0)
             return routes[i].rt;
     }
     return TRACK_RT_NONE;
@@ -314,8 +320,8 @@ int track_head(track_t *t, http_request_t *req, const struct sockaddr *peer, tra
 /* ---- decoding ------------------------------------------------------------------------- */
 
 /* A parameter from the query, else from the form body. */
-static const decode_pair_t *track_param(const decode_pair_t *q, size_t nq, const decode_pair_t *b,
-                                        size_t nb, const char *name)
+static inline const decode_pair_t *track_param(const decode_pair_t *q, size_t nq,
+                                               const decode_pair_t *b, size_t nb, const char *name)
 {
     const decode_pair_t *p = decode_form_get(q, nq, name);
     return p ? p : decode_form_get(b, nb, name);

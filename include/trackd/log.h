@@ -49,7 +49,7 @@ typedef struct {
 /** Writer settings; log_config_from() fills them from the server config. */
 typedef struct {
     const char *data_dir;
-    int slot;                      /* preferred slot (worker index, >= 1); next free one if taken */
+    int slot; /* preferred slot (worker index, >= 1); next free one if taken */
     config_durability_t durability;
     uint64_t segment_max_bytes;
     uint64_t segment_max_age_ms;
@@ -59,12 +59,17 @@ typedef struct {
     int flush_interval_ms;
     uint64_t writebehind_bytes; /* write/none modes: start writeback each time this much more
                                    is written (0 = leave it all to the kernel) */
+    size_t inline_max_bytes;    /* write mode: the loop thread writes an iteration's appends up
+                                   to this size itself while the writer is idle (0 = never) */
+    uint64_t inline_slow_ns;    /* an inline write slower than this turns them off a while */
 } log_config_t;
 
 /** Writer counters for /metrics and tests (a snapshot). */
 typedef struct {
     uint64_t records_appended, bytes_appended, batches, fsyncs, fsync_errors, write_errors;
     uint64_t fsync_ns_total, fsync_ns_max; /* fsyncs: fdatasyncs covering records (not headers) */
+    uint64_t inline_batches, inline_slow;  /* batches the loop thread wrote itself; those slow
+                                              enough to turn that off for a while */
     size_t queue_bytes, queue_records;     /* appended, callback not yet run */
     uint64_t segments, segment_bytes;      /* segment files in the slot and their total size */
     int slot;

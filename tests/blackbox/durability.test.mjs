@@ -69,9 +69,11 @@ async function trackOnce(port, evs, timeout = slow(8000)) {
 }
 
 describe('crash: SIGKILL of workers under load', () => {
-    it('every acknowledged event is stored exactly once after 24 worker kills', { timeout: slow(120000) }, async (t) => {
+    // write mode too: its small batches are written by the event loop itself (docs/log-format.md).
+    for (const durability of ['fsync', 'write']) it(`every acknowledged event is stored exactly once after 24 worker kills (durability ${durability})`, { timeout: slow(120000) }, async (t) => {
         const srv = await startTrackd({
             workers: 2,
+            durability,
             args: ['--restart-intensity', '1000', '--restart-period-s', '1'],
         });
         const acked = [];
@@ -155,6 +157,37 @@ describe('crash: SIGKILL of workers under load', () => {
             `${missing.length} of ${acked.length} acknowledged events not stored exactly once`,
         );
         for (const id of unacked) assert.ok((counts.get(id) || 0) <= 1, `unacknowledged ${id} stored ${counts.get(id)} times`);
+    });
+});
+
+describe('write mode: batches written by the event loop', () => {
+    it('small batches are written by the loop, large ones by the writer thread, all stored in order', { timeout: slow(30000) }, async () => {
+        const srv = await startTrackd({ durability: 'write' });
+        const sent = [];
+        try {
+            const c = await RawConn.open(srv.port);
+            for (let i = 0; i < 40; i++) {
+                // Mostly single events; every tenth request a batch of 1000 (over 64 KiB).
+                const evs = Array.from({ length: i % 10 === 9 ? 1000 : 1 }, () => trackEvent({ i }));
+                const { acked, r } = await sendBatch(c, evs);
+                assert.ok(acked, `request ${i}: ${r.status} ${r.text}`);
+                sent.push(...evs.map((e) => e.properties.$insert_id));
+            }
+            c.close();
+            const m = (await request(srv.port, { path: '/metrics' })).text;
+            const value = (name) => Number(new RegExp(`^${name}\\{[^}]*\\} (\\S+)$`, 'm').exec(m)[1]);
+            const batches = value('trackd_log_batches_total');
+            const inline = value('trackd_log_inline_batches_total');
+            assert.ok(inline > 0, `no batch was written by the loop (${batches} batches)`);
+            assert.ok(batches - inline >= 4, `the large batches should go to the writer thread: ${batches} batches, ${inline} inline`);
+            assert.ok(Number.isInteger(value('trackd_log_inline_slow_total')));
+            await srv.stop();
+        } finally {
+            if (!srv.exited) await srv.kill();
+        }
+        assertVerifies(srv.dataDir);
+        const ids = readRecords(srv.dataDir).map((r) => r.properties.$insert_id);
+        assert.deepStrictEqual(ids, sent);
     });
 });
 

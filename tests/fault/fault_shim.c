@@ -6,6 +6,9 @@
  *   TRACKD_FAULT_ENOSPC_FILE=PATH  while PATH exists, write, writev, pwrite and pwritev to a
  *                                  regular file fail with ENOSPC (pipes and terminals still work,
  *                                  so the test's own messages get out)
+ *   TRACKD_FAULT_SLOW_FILE=PATH    while PATH exists, pwritev to a regular file first sleeps
+ *                                  TRACKD_FAULT_SLOW_MS milliseconds (default 20): a write
+ *                                  blocked by dirty-page throttling, as the caller sees it
  *   TRACKD_FAULT_TRACE=PATH        append one line per call to PATH: "OP FILE OFFSET LENGTH"
  *                                  (OFFSET -1 for write/writev, 0 0 for fsync and fdatasync,
  *                                  the range for sync_file_range), FILE being
@@ -136,6 +139,16 @@ ssize_t pwrite64(int fd, const void *buf, size_t len, off_t off)
     return pwrite(fd, buf, len, off);
 }
 
+/* TRACKD_FAULT_SLOW_FILE: sleep before a write to a regular file. */
+static void maybe_slow(int fd)
+{
+    if (!file_exists("TRACKD_FAULT_SLOW_FILE") || !is_regular(fd))
+        return;
+    const char *ms = getenv("TRACKD_FAULT_SLOW_MS");
+    long v = ms && *ms ? strtol(ms, NULL, 10) : 20;
+    usleep((useconds_t)(v > 0 ? v : 0) * 1000);
+}
+
 ssize_t pwritev(int fd, const struct iovec *iov, int cnt, off_t off)
 {
     static pwritev_fn real;
@@ -143,6 +156,7 @@ ssize_t pwritev(int fd, const struct iovec *iov, int cnt, off_t off)
         real = (pwritev_fn)next_sym("pwritev");
     if (enospc(fd))
         return -1;
+    maybe_slow(fd);
     trace("pwritev", fd, (long long)off, iov_len(iov, cnt));
     return real(fd, iov, cnt, off);
 }

@@ -89,6 +89,9 @@ static log_config_t test_config(void)
         .segment_max_age_ms = 3600 * 1000,
         .queue_max_bytes = 64u << 20,
         .flush_interval_ms = 100,
+        .inline_max_bytes = 64u << 10, /* as log_config_from sets it (used in write mode) */
+        /* Never slow here (valgrind makes some writes take several ms): a test sets its own. */
+        .inline_slow_ns = 3600 * 1000000000ull,
     };
     return c;
 }
@@ -596,14 +599,18 @@ static void on_chain_done(log_append_t *req, int status)
 
 TEST(log_callbacks_may_append_again_in_every_mode)
 {
-    for (int mode = 0; mode < 3; mode++) {
+    /* Each mode, and write mode a second time with the writer thread doing every write. */
+    for (int pass = 0; pass < 4; pass++) {
+        int mode = pass < 3 ? pass : CONFIG_DURABILITY_WRITE;
         uv_loop_t loop;
         uv_loop_init(&loop);
         log_config_t c = test_config();
         char sub[PATH_MAX];
-        snprintf(sub, sizeof(sub), "%s/m%d", test_tmpdir(), mode);
+        snprintf(sub, sizeof(sub), "%s/m%d", test_tmpdir(), pass);
         c.data_dir = sub;
         c.durability = (config_durability_t)mode;
+        if (pass == 3)
+            c.inline_max_bytes = 0;
         c.flush_interval_ms = 10;
         CHECK_EQ_INT(log_open(&chain_log, &loop, &c), 0);
         done_count = done_order = 0;
@@ -629,6 +636,11 @@ TEST(log_callbacks_may_append_again_in_every_mode)
             sleep_loop(&loop, 5);
         }
         CHECK_EQ_INT(st.records_appended, chain_max);
+        /* The loop writes batches itself in write mode only, and only where allowed. */
+        if (pass == CONFIG_DURABILITY_WRITE)
+            CHECK(st.inline_batches > 0);
+        else
+            CHECK_EQ_INT(st.inline_batches, 0);
         closed = 0;
         log_close(chain_log, on_closed, NULL);
         run_until(&loop, &closed, 1, 5000);
@@ -641,6 +653,81 @@ TEST(log_callbacks_may_append_again_in_every_mode)
         CHECK_EQ_INT(x.next, chain_max);
         CHECK_EQ_INT(uv_loop_close(&loop), 0);
     }
+}
+
+/* Open a write-mode log with `c` and let the writer thread's first tick pass: it is idle after. */
+static void open_write_log_idle(uv_loop_t *loop, log_t **log, log_config_t *c)
+{
+    c->durability = CONFIG_DURABILITY_WRITE;
+    CHECK_EQ_INT(log_open(log, loop, c), 0);
+    sleep_loop(loop, 20);
+    done_count = done_order = 0;
+}
+
+/*
+ * Write mode: a small iteration's appends are written by the loop thread itself; a large append
+ * goes to the writer thread at once, and what follows it in the same iteration too (the writer
+ * is busy, or has buffers to give back first). Callbacks and records stay in append order.
+ */
+TEST(log_write_mode_loop_writes_small_batches_itself_in_append_order)
+{
+    enum { SMALL = 10, BIG = 6000 };
+    uv_loop_t loop;
+    log_t *log;
+    static waiter_t w[3 * SMALL + 1];
+    static char p[BIG][64];
+    static log_record_t recs[BIG];
+    uv_loop_init(&loop);
+    log_config_t c = test_config();
+    open_write_log_idle(&loop, &log, &c);
+    for (int i = 0; i < SMALL; i++)
+        CHECK_EQ_INT(append_one(log, &w[i], i, SEGMENT_EP_TRACK), 0);
+    run_until(&loop, &done_count, SMALL, 5000);
+    log_stats_t st;
+    log_get_stats(log, &st);
+    CHECK_EQ_INT(st.batches, 1);
+    CHECK_EQ_INT(st.inline_batches, 1);
+    CHECK_EQ_INT(st.records_appended, SMALL);
+
+    /* Small appends, one of BIG records (over 256 KiB: handed over at once), small ones. */
+    for (int i = SMALL; i < 2 * SMALL; i++)
+        CHECK_EQ_INT(append_one(log, &w[i], i, SEGMENT_EP_TRACK), 0);
+    for (int k = 0; k < BIG; k++) {
+        int i = 2 * SMALL + k;
+        make_payload(p[k], sizeof(p[k]), i);
+        recs[k] =
+            (log_record_t){p[k], strlen(p[k]), 1700000000000ull + (uint64_t)i, SEGMENT_EP_TRACK};
+    }
+    waiter_t *big = &w[3 * SMALL];
+    memset(big, 0, sizeof(*big));
+    big->req.data = big;
+    CHECK_EQ_INT(log_append(log, &big->req, recs, BIG, on_done), 0);
+    for (int i = 2 * SMALL; i < 3 * SMALL; i++)
+        CHECK_EQ_INT(append_one(log, &w[i], BIG + i, SEGMENT_EP_TRACK), 0);
+    run_until(&loop, &done_count, 3 * SMALL + 1, 5000);
+    for (int i = 0; i < 3 * SMALL; i++)
+        CHECK_EQ_INT(w[i].status, 0);
+    CHECK_EQ_INT(big->status, 0);
+    /* Callbacks in append order: the first small ones, the big one, the last small ones. */
+    for (int i = 0; i < 2 * SMALL; i++)
+        CHECK_EQ_INT(w[i].order, i);
+    CHECK_EQ_INT(big->order, 2 * SMALL);
+    for (int i = 2 * SMALL; i < 3 * SMALL; i++)
+        CHECK_EQ_INT(w[i].order, i + 1);
+    log_get_stats(log, &st);
+    CHECK_EQ_INT(st.records_appended, 3 * SMALL + BIG);
+    CHECK(st.batches > st.inline_batches); /* the big one went to the writer thread */
+
+    /* And once the writer is idle again, the loop writes the next small iteration. */
+    sleep_loop(&loop, 20);
+    uint64_t inline_before = st.inline_batches;
+    CHECK_EQ_INT(append_one(log, &w[0], 3 * SMALL + BIG, SEGMENT_EP_TRACK), 0);
+    run_until(&loop, &done_count, 3 * SMALL + 2, 5000);
+    log_get_stats(log, &st);
+    CHECK_EQ_INT(st.inline_batches, inline_before + 1);
+    close_log(&loop, log);
+    CHECK_EQ_INT(scan_slot(1, NULL), 3 * SMALL + BIG + 1);
+    uv_loop_close(&loop);
 }
 
 TEST(log_two_logs_on_one_data_dir_take_different_slots)
@@ -1408,6 +1495,19 @@ static int under_shim(void)
     return 1;
 }
 
+/*
+ * A fault body's start: 0 if not under the shim (skip), else 1 with the shim's variable `env`
+ * set to `file` in the test directory, whose path is left in `path` (PATH_MAX bytes).
+ */
+static int fault_begin(const char *env, const char *file, char *path)
+{
+    if (!under_shim())
+        return 0;
+    snprintf(path, PATH_MAX, "%s/%s", test_tmpdir(), file);
+    setenv(env, path, 1);
+    return 1;
+}
+
 static void touch(const char *path)
 {
     int fd = open(path, O_WRONLY | O_CREAT, 0644);
@@ -1447,11 +1547,9 @@ static void wait_accepting(uv_loop_t *loop, log_t *log, int ms)
 
 TEST_T(log_fault_body_fsync_failure, 30)
 {
-    if (!under_shim())
-        return;
     char fault[PATH_MAX];
-    snprintf(fault, sizeof(fault), "%s/fsync-fails", test_tmpdir());
-    setenv("TRACKD_FAULT_FSYNC_FILE", fault, 1);
+    if (!fault_begin("TRACKD_FAULT_FSYNC_FILE", "fsync-fails", fault))
+        return;
     uv_loop_t loop;
     log_t *log;
     static waiter_t w[10];
@@ -1502,11 +1600,9 @@ TEST_T(log_fsync_failure_fails_the_batch_and_resumes_on_a_fresh_segment, 40)
 
 TEST_T(log_fault_body_fsync_failing_for_good, 30)
 {
-    if (!under_shim())
-        return;
     char fault[PATH_MAX];
-    snprintf(fault, sizeof(fault), "%s/fsync-fails", test_tmpdir());
-    setenv("TRACKD_FAULT_FSYNC_FILE", fault, 1);
+    if (!fault_begin("TRACKD_FAULT_FSYNC_FILE", "fsync-fails", fault))
+        return;
     pid_t pid = fork();
     CHECK(pid >= 0);
     if (pid == 0) {
@@ -1539,13 +1635,81 @@ TEST_T(log_exits_the_process_when_fsync_keeps_failing, 40)
     run_under_shim("log_fault_body_fsync_failing_for_good");
 }
 
+/* Append one record (number i) and run the loop until its callback; returns its status. */
+static int append_wait(uv_loop_t *loop, log_t *log, waiter_t *w, int i)
+{
+    int before = done_count;
+    CHECK_EQ_INT(append_one(log, w, i, SEGMENT_EP_TRACK), 0);
+    run_until(loop, &done_count, before + 1, 5000);
+    return w->status;
+}
+
+/*
+ * A write that blocks the loop (the shim sleeps 100 ms in it, as dirty-page throttling would)
+ * leaves writing to the writer thread for a second; a second slow one within a minute, for two.
+ */
+TEST_T(log_fault_body_inline_slow, 30)
+{
+    char slow[PATH_MAX];
+    if (!fault_begin("TRACKD_FAULT_SLOW_FILE", "slow-writes", slow))
+        return;
+    setenv("TRACKD_FAULT_SLOW_MS", "100", 1);
+    uv_loop_t loop;
+    log_t *log;
+    static waiter_t w[10];
+    uv_loop_init(&loop);
+    log_config_t c = test_config();
+    c.inline_slow_ns = 40 * 1000000ull; /* the shim's writes take 100 ms; others far less */
+    open_write_log_idle(&loop, &log, &c);
+    log_stats_t st;
+    CHECK_EQ_INT(append_wait(&loop, log, &w[0], 0), 0);
+    log_get_stats(log, &st);
+    CHECK_EQ_INT(st.inline_batches, 1);
+    CHECK_EQ_INT(st.inline_slow, 0);
+
+    touch(slow);
+    CHECK_EQ_INT(append_wait(&loop, log, &w[1], 1), 0); /* slow, inline: stored all the same */
+    unlink(slow);
+    log_get_stats(log, &st);
+    CHECK_EQ_INT(st.inline_batches, 2);
+    CHECK_EQ_INT(st.inline_slow, 1);
+    CHECK_EQ_INT(append_wait(&loop, log, &w[2], 2), 0); /* the writer thread's */
+    log_get_stats(log, &st);
+    CHECK_EQ_INT(st.inline_batches, 2);
+    CHECK_EQ_INT(st.batches, 3);
+    sleep_loop(&loop, 1100);
+    CHECK_EQ_INT(append_wait(&loop, log, &w[3], 3), 0); /* a second later: inline again */
+    log_get_stats(log, &st);
+    CHECK_EQ_INT(st.inline_batches, 3);
+
+    touch(slow);
+    CHECK_EQ_INT(append_wait(&loop, log, &w[4], 4), 0); /* slow again: two seconds now */
+    unlink(slow);
+    sleep_loop(&loop, 1300);
+    CHECK_EQ_INT(append_wait(&loop, log, &w[5], 5), 0);
+    log_get_stats(log, &st);
+    CHECK_EQ_INT(st.inline_slow, 2);
+    CHECK_EQ_INT(st.inline_batches, 4);
+    sleep_loop(&loop, 900);
+    CHECK_EQ_INT(append_wait(&loop, log, &w[6], 6), 0);
+    log_get_stats(log, &st);
+    CHECK_EQ_INT(st.inline_batches, 5);
+    CHECK_EQ_INT(st.batches, 7);
+    close_log(&loop, log);
+    CHECK_EQ_INT(scan_slot(1, NULL), 7);
+    uv_loop_close(&loop);
+}
+
+TEST_T(log_a_slow_write_on_the_loop_leaves_writes_to_the_writer_thread_for_a_while, 40)
+{
+    run_under_shim("log_fault_body_inline_slow");
+}
+
 TEST_T(log_fault_body_enospc, 30)
 {
-    if (!under_shim())
-        return;
     char fault[PATH_MAX];
-    snprintf(fault, sizeof(fault), "%s/disk-full", test_tmpdir());
-    setenv("TRACKD_FAULT_ENOSPC_FILE", fault, 1);
+    if (!fault_begin("TRACKD_FAULT_ENOSPC_FILE", "disk-full", fault))
+        return;
     uv_loop_t loop;
     log_t *log;
     static waiter_t w[10];
@@ -1598,11 +1762,9 @@ TEST_T(log_write_error_cuts_the_partial_batch_and_resumes_when_space_is_back, 40
  */
 TEST_T(log_fault_body_trace, 30)
 {
-    if (!under_shim())
-        return;
     char trace[PATH_MAX];
-    snprintf(trace, sizeof(trace), "%s/trace.txt", test_tmpdir());
-    setenv("TRACKD_FAULT_TRACE", trace, 1);
+    if (!fault_begin("TRACKD_FAULT_TRACE", "trace.txt", trace))
+        return;
     uv_loop_t loop;
     log_t *log;
     static waiter_t w[40];

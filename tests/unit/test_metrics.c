@@ -160,6 +160,8 @@ TEST(metrics_text_is_well_formed_prometheus_with_a_worker_label_everywhere)
     f.ls.fsync_ns_total = 1500000000;
     f.ls.fsync_ns_max = 900000000;
     f.ls.segments = 2;
+    f.ls.inline_batches = 41;
+    f.ls.inline_slow = 1;
     CHECK_EQ_INT(metrics_render(&f.in, &text, &len), 0);
     CHECK(len == strlen(text));
     CHECK(value_of(text,
@@ -177,6 +179,8 @@ TEST(metrics_text_is_well_formed_prometheus_with_a_worker_label_everywhere)
     CHECK(value_of(text, "trackd_log_fsync_seconds_count{worker=\"2\"} ") == 3);
     CHECK(value_of(text, "trackd_log_fsync_seconds_sum{worker=\"2\"} ") == 1.5);
     CHECK(value_of(text, "trackd_log_fsync_max_seconds{worker=\"2\"} ") == 0.9);
+    CHECK(value_of(text, "trackd_log_inline_batches_total{worker=\"2\"} ") == 41);
+    CHECK(value_of(text, "trackd_log_inline_slow_total{worker=\"2\"} ") == 1);
     CHECK(value_of(text, "trackd_worker_info{worker=\"2\",slot=\"2\"} ") == 1);
     CHECK(value_of(text, "trackd_ready{worker=\"2\"} ") == 1);
     CHECK(value_of(text, "process_resident_memory_bytes{worker=\"2\"} ") > 0);
