@@ -183,7 +183,8 @@ int main(int argc, char **argv)
         snprintf(what, sizeof(what), "1 event, JSON: parse, %s", p);
         report(what, run(bench_event, elen, 1, n, STEP_BOTH, fast));
         snprintf(what, sizeof(what), "batch of 50, base64: decode + parse, %s", p);
-        report(what, run(b64_batch, strlen(b64_batch), BENCH_BATCH, n / BENCH_BATCH, STEP_BOTH, fast));
+        report(what,
+               run(b64_batch, strlen(b64_batch), BENCH_BATCH, n / BENCH_BATCH, STEP_BOTH, fast));
     }
     report("1 event, base64: decode only", run(b64_one, strlen(b64_one), 1, n, STEP_DECODE, 1));
     report("reference: jansson json_loadb + json_decref", run_jansson(bench_event, elen, n));

@@ -109,7 +109,7 @@ struct coro_pool_s {
     size_t max_free;
     size_t nfree;
     size_t active;
-    size_t peak; /* most coroutines alive at once since the last trim */
+    size_t peak;     /* most coroutines alive at once since the last trim */
     coro_t *idle;    /* finished coroutines whose mapping is kept for reuse */
     coro_t *current; /* the coroutine running now, NULL while the loop runs */
 };

@@ -47,37 +47,38 @@ typedef struct {
 
 typedef struct {
     /* Process and listening. */
-    char listen[256];         /* "HOST:PORT" all workers accept on ("" = none); default 127.0.0.1:8000 */
-    char worker_listen[256];  /* "HOST:PORT": worker i (1-based) also listens on PORT+i-1 ("" = off) */
-    int workers;              /* worker processes; default: number of online cores */
-    char data_dir[4096];      /* log root; default ./data */
-    char pidfile[4096];       /* default: <data_dir>/trackd.pid ("" until resolved) */
-    config_log_level_t log_level;   /* default info */
-    int shutdown_timeout_ms;  /* graceful stop budget before workers are killed; default 10000 */
-    int restart_intensity;    /* more than this many worker restarts ...  default 10 */
-    int restart_period_s;     /* ... within this many seconds stops the master; default 5 */
+    char listen[256]; /* "HOST:PORT" all workers accept on ("" = none); default 127.0.0.1:8000 */
+    char worker_listen[256]; /* "HOST:PORT": worker i (1-based) also listens on PORT+i-1 ("" = off)
+                              */
+    int workers;             /* worker processes; default: number of online cores */
+    char data_dir[4096];     /* log root; default ./data */
+    char pidfile[4096];      /* default: <data_dir>/trackd.pid ("" until resolved) */
+    config_log_level_t log_level; /* default info */
+    int shutdown_timeout_ms; /* graceful stop budget before workers are killed; default 10000 */
+    int restart_intensity;   /* more than this many worker restarts ...  default 10 */
+    int restart_period_s;    /* ... within this many seconds stops the master; default 5 */
 
     /* Log writer (log.h). */
-    config_durability_t durability;  /* default fsync */
-    uint64_t segment_max_bytes;      /* roll size; default 128 MiB */
-    uint64_t segment_max_age_s;      /* roll age; default 3600 */
-    uint64_t retention_max_bytes;    /* 0 = keep everything (default) */
-    uint64_t retention_max_age_s;    /* 0 = keep everything (default) */
-    size_t queue_max_bytes;          /* writer queue bound; full -> 503 + Retry-After; default 64 MiB */
-    int flush_interval_ms;           /* durability none: flush period; default 100 */
+    config_durability_t durability; /* default fsync */
+    uint64_t segment_max_bytes;     /* roll size; default 128 MiB */
+    uint64_t segment_max_age_s;     /* roll age; default 3600 */
+    uint64_t retention_max_bytes;   /* 0 = keep everything (default) */
+    uint64_t retention_max_age_s;   /* 0 = keep everything (default) */
+    size_t queue_max_bytes; /* writer queue bound; full -> 503 + Retry-After; default 64 MiB */
+    int flush_interval_ms;  /* durability none: flush period; default 100 */
 
     /* HTTP limits, each with the status it produces. */
-    size_t max_connections;     /* per worker; beyond it: 503 and close; default 10000 */
-    size_t max_url_bytes;       /* request target; 414; default 8192 */
-    size_t max_header_bytes;    /* all header lines together; 431; default 16384 */
-    size_t max_headers;         /* header count; 431; default 64 */
-    size_t max_body_bytes;      /* body as received (after chunked decoding); 413; default 2097152 */
-    size_t max_decoded_bytes;   /* body after gzip inflation; 413; default 8 MiB */
-    int header_timeout_ms;      /* whole request head must arrive within; 408 + close; default 10000 */
-    int body_timeout_ms;        /* gap allowed between body reads; 408 + close; default 10000 */
-    int keepalive_timeout_ms;   /* idle keep-alive connection closed after; default 60000 */
-    int write_timeout_ms;       /* a response must drain within; connection closed; default 30000 */
-    int retry_after_s;          /* Retry-After value sent with 503; default 1 */
+    size_t max_connections;   /* per worker; beyond it: 503 and close; default 10000 */
+    size_t max_url_bytes;     /* request target; 414; default 8192 */
+    size_t max_header_bytes;  /* all header lines together; 431; default 16384 */
+    size_t max_headers;       /* header count; 431; default 64 */
+    size_t max_body_bytes;    /* body as received (after chunked decoding); 413; default 2097152 */
+    size_t max_decoded_bytes; /* body after gzip inflation; 413; default 8 MiB */
+    int header_timeout_ms; /* whole request head must arrive within; 408 + close; default 10000 */
+    int body_timeout_ms;   /* gap allowed between body reads; 408 + close; default 10000 */
+    int keepalive_timeout_ms; /* idle keep-alive connection closed after; default 60000 */
+    int write_timeout_ms;     /* a response must drain within; connection closed; default 30000 */
+    int retry_after_s;        /* Retry-After value sent with 503; default 1 */
 
     /* Overload control and readiness (docs/operations.md). */
     size_t queue_high_water;       /* writer queue bytes from which requests are shed at the head
@@ -87,22 +88,22 @@ typedef struct {
     size_t memory_budget_bytes;    /* request buffers per worker (heads, bodies, gzip output);
                                       a request that would pass it: 503 before its body is read;
                                       default 64 MiB */
-    config_rate_t rate_limit;      /* default per-token limit (token NULL); rate 0 = off (default) */
+    config_rate_t rate_limit; /* default per-token limit (token NULL); rate 0 = off (default) */
     config_rate_t *rate_limit_tokens; /* per-token overrides of rate_limit; over: 429 */
     size_t nrate_limit_tokens;
 
     /* API (../shared/API.md). */
-    size_t max_events_per_request;  /* default 2000; more -> 413 */
-    size_t max_event_bytes;         /* one event's JSON; default 1000000 (invalid event) */
-    config_list_t tokens;           /* allow-list; empty = any token accepted; unknown -> 401 */
-    config_list_t import_secrets;   /* secrets accepted on /import; empty = /import open */
-    config_list_t redirect_hosts;   /* hosts `redirect=` may send to; empty = redirect ignored */
-    config_net_t *trusted_proxies;  /* peers whose X-Forwarded-For / X-Real-IP is believed */
+    size_t max_events_per_request; /* default 2000; more -> 413 */
+    size_t max_event_bytes;        /* one event's JSON; default 1000000 (invalid event) */
+    config_list_t tokens;          /* allow-list; empty = any token accepted; unknown -> 401 */
+    config_list_t import_secrets;  /* secrets accepted on /import; empty = /import open */
+    config_list_t redirect_hosts;  /* hosts `redirect=` may send to; empty = redirect ignored */
+    config_net_t *trusted_proxies; /* peers whose X-Forwarded-For / X-Real-IP is believed */
     size_t ntrusted_proxies;
-    int cors_max_age_s;             /* Access-Control-Max-Age on preflight; default 86400 */
-    int json_fast_path;             /* 1: /track and /import events are validated in one pass
-                                       without a JSON tree, jansson decodes the rest (and is the
-                                       fallback); 0: jansson for everything; default 1 */
+    int cors_max_age_s; /* Access-Control-Max-Age on preflight; default 86400 */
+    int json_fast_path; /* 1: /track and /import events are validated in one pass
+                           without a JSON tree, jansson decodes the rest (and is the
+                           fallback); 0: jansson for everything; default 1 */
 } config_t;
 
 /** Fill `cfg` with the built-in defaults. Never fails. */

@@ -14,14 +14,14 @@
 
 /** What the request asked for, and the limits that apply. */
 typedef struct {
-    uint8_t endpoint;              /* segment_endpoint_t */
-    const char *ip;                /* add as properties.ip / $ip unless present; NULL = don't */
-    uint64_t now_ms;               /* receive time: future event times are clamped to it */
-    size_t max_events;             /* more -> status -E2BIG (413) */
-    size_t max_event_bytes;        /* one event's JSON */
-    const config_list_t *tokens;   /* allow-list; NULL or empty = any */
-    uint8_t fast_path;             /* 1: try the allocation-free scanner first (/track and
-                                      /import; config json_fast_path); 0: jansson only */
+    uint8_t endpoint;            /* segment_endpoint_t */
+    const char *ip;              /* add as properties.ip / $ip unless present; NULL = don't */
+    uint64_t now_ms;             /* receive time: future event times are clamped to it */
+    size_t max_events;           /* more -> status -E2BIG (413) */
+    size_t max_event_bytes;      /* one event's JSON */
+    const config_list_t *tokens; /* allow-list; NULL or empty = any */
+    uint8_t fast_path;           /* 1: try the allocation-free scanner first (/track and
+                                    /import; config json_fast_path); 0: jansson only */
 } event_opts_t;
 
 /** Which decoder produced a batch's outcome (event_batch_t.path). */
@@ -34,20 +34,20 @@ typedef enum {
 /** Why one event of a batch was refused (the /import and strict=1 `failed_records` entry). */
 typedef struct {
     size_t index;
-    char insert_id[40];   /* its $insert_id if it had a usable one, else "" */
-    char field[48];       /* e.g. "properties.time" */
+    char insert_id[40]; /* its $insert_id if it had a usable one, else "" */
+    char field[48];     /* e.g. "properties.time" */
     char message[160];
 } event_failure_t;
 
 /** The outcome of validating one request's `data`. */
 typedef struct {
-    log_record_t *records;   /* valid events, compact JSON payloads owned by the batch */
+    log_record_t *records; /* valid events, compact JSON payloads owned by the batch */
     size_t nrecords;
     event_failure_t *failures;
     size_t nfailures;
-    size_t nevents;          /* events seen (valid + invalid) */
-    char error[200];         /* reason for verbose mode when nothing or not all was valid */
-    uint8_t path;            /* event_path_t */
+    size_t nevents;  /* events seen (valid + invalid) */
+    char error[200]; /* reason for verbose mode when nothing or not all was valid */
+    uint8_t path;    /* event_path_t */
 } event_batch_t;
 
 /**
@@ -55,8 +55,8 @@ typedef struct {
  * opts->fast_path, a /track or /import request goes through a strict allocation-free scanner
  * first; anything it is not certain about (any invalid event included) goes through jansson's
  * path, the reference, so the outcome and the stored bytes are the same either way. Returns 0
- * (check nrecords/nfailures), -EINVAL when it is not JSON or not an object/array (400), -E2BIG for too
- * many events (413), -EACCES when any event's token is not on the allow-list (401, nothing
+ * (check nrecords/nfailures), -EINVAL when it is not JSON or not an object/array (400), -E2BIG for
+ * too many events (413), -EACCES when any event's token is not on the allow-list (401, nothing
  * stored), -ENOMEM. On error `b->error` says why and the batch holds nothing to free.
  * event.c installs jansson allocation hooks (json_set_alloc_funcs) before main(): plain
  * malloc/free except inside this function on the calling thread. Install no others.
