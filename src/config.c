@@ -101,6 +101,8 @@ static const config_opt_t config_opts[] = {
      "bound of the writer queue; when full: 503 + Retry-After"},
     {"flush_interval_ms", OPT_MS, CONFIG_FIELD(flush_interval_ms), 1, CONFIG_MAX_MS,
      "durability none: the queue is flushed at least this often"},
+    {"log_cache_bytes", OPT_SIZE64, CONFIG_FIELD(log_cache_bytes), 0, 64 * GIB,
+     "older log data is dropped from the page cache once on disk (0 = left to the kernel)"},
     {"max_connections", OPT_COUNT, CONFIG_FIELD(max_connections), 1, 10000000,
      "open connections per worker; beyond it: 503 and close"},
     {"max_url_bytes", OPT_SIZE, CONFIG_FIELD(max_url_bytes), 256, 1 * MIB,
@@ -184,6 +186,7 @@ void config_defaults(config_t *cfg)
     cfg->segment_max_age_s = 3600;
     cfg->queue_max_bytes = 64 * MIB;
     cfg->flush_interval_ms = 100;
+    cfg->log_cache_bytes = 16 * MIB;
 
     cfg->max_connections = 10000;
     cfg->max_url_bytes = 8192;

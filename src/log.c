@@ -140,6 +140,7 @@ void log_config_from(log_config_t *lc, const config_t *cfg, int slot)
     lc->writebehind_bytes = LOG_WRITEBEHIND;
     lc->inline_max_bytes = cfg->durability == CONFIG_DURABILITY_WRITE ? LOG_INLINE_MAX : 0;
     lc->inline_slow_ns = LOG_INLINE_SLOW_NS;
+    lc->cache_keep_bytes = cfg->log_cache_bytes;
 }
 
 /* ---- Segment files (writer thread, or log_open before it starts) ---- */
@@ -205,6 +206,7 @@ int log__seg_create(log_t *log)
     w->fd = fd;
     w->seq = seq;
     w->size = w->synced = w->zero_end = w->kicked = sizeof(hdr);
+    w->dropped = 0;
     w->prealloc_off = 0;
     w->created_ms = h.created_ms;
     w->st.segments = w->nsegs;
@@ -325,6 +327,35 @@ static void seg_trim(log_t *log)
 }
 
 /*
+ * Drop the current segment's pages before `on_disk` less cache_keep_bytes from the page cache,
+ * once that is a step (writebehind_bytes, or LOG_WRITEBEHIND) more than last time. `on_disk` is
+ * where the data is durable (fsync mode) or where the writeback started by the previous
+ * write-behind step ended (the others); pages still dirty or under writeback are left alone by
+ * the kernel, so each call also covers the previous `keep` bytes again. A log written at tens of
+ * MB/s would otherwise fill memory with pages that only a reader might want, and evict what the
+ * rest of the machine uses: every new page has to be reclaimed from somewhere.
+ */
+static void seg_dropbehind(log_t *log, uint64_t on_disk)
+{
+    log_writer_t *w = &log->w;
+    uint64_t keep = log->cfg.cache_keep_bytes;
+    uint64_t step = log->cfg.writebehind_bytes ? log->cfg.writebehind_bytes : LOG_WRITEBEHIND;
+
+    if (keep == 0 || on_disk < keep || on_disk - keep < w->dropped + step)
+        return;
+    uint64_t from = w->dropped > keep ? w->dropped - keep : 0;
+    (void)posix_fadvise(w->fd, (off_t)from, (off_t)(on_disk - keep - from), POSIX_FADV_DONTNEED);
+    w->dropped = on_disk - keep;
+}
+
+/* A closed (durable) segment: all of it leaves the page cache, when drop-behind is on. */
+static void seg_dropall(log_t *log)
+{
+    if (log->cfg.cache_keep_bytes)
+        (void)posix_fadvise(log->w.fd, 0, 0, POSIX_FADV_DONTNEED);
+}
+
+/*
  * write/none modes: once writebehind_bytes more are written, start their writeback without
  * waiting for it. Advisory: a failure here shows up at the fdatasync that closes the segment.
  */
@@ -335,9 +366,11 @@ static void seg_writebehind(log_t *log)
 
     if (every == 0 || w->size - w->kicked < every)
         return;
+    uint64_t before = w->kicked; /* its writeback started a step ago: on disk by now, mostly */
     (void)sync_file_range(w->fd, (off_t)w->kicked, (off_t)(w->size - w->kicked),
                           SYNC_FILE_RANGE_WRITE);
     w->kicked = w->size;
+    seg_dropbehind(log, before);
 }
 
 static void writer_retention(log_t *log);
@@ -353,6 +386,7 @@ static int seg_roll(log_t *log)
                 return r;
         }
         seg_trim(log);
+        seg_dropall(log);
         close(w->fd);
         w->fd = -1;
         segs_set_size(w, w->seq, w->size);
@@ -502,8 +536,8 @@ static log_buf_t *write_batch(log_t *log, log_buf_t *batch)
             batch = b;
         }
     }
-    if (err == 0 && fsync_mode && w->size > w->synced)
-        err = seg_sync(log);
+    if (err == 0 && fsync_mode && w->size > w->synced && (err = seg_sync(log)) == 0)
+        seg_dropbehind(log, w->synced);
     if (w->fd >= 0)
         segs_set_size(w, w->seq, w->size);
     batch_outcome(batch, err == 0 ? UINT64_MAX : fsync_mode ? synced : written, err);
@@ -747,8 +781,10 @@ static void *writer_main(void *arg)
             if (w->fd >= 0 && !w->fail_kind && w->size > w->synced)
                 seg_sync(log);
             /* A clean stop leaves the segment at its data end, as start-up recovery would. */
-            if (w->fd >= 0 && !w->fail_kind)
+            if (w->fd >= 0 && !w->fail_kind) {
                 seg_trim(log);
+                seg_dropall(log);
+            }
             if (w->fd >= 0)
                 close(w->fd);
             w->fd = -1;

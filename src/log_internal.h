@@ -48,6 +48,7 @@ typedef struct {
     int fd;                     /* current segment, -1 if none */
     uint64_t seq, size, synced; /* its sequence, end of data, end known durable */
     uint64_t kicked;            /* writeback started up to here (write/none modes) */
+    uint64_t dropped;           /* dropped from the page cache up to here (cache_keep_bytes) */
     uint64_t zero_end;          /* fsync mode: the file is zeros from `size` up to here */
     int prealloc_off;           /* zero-filling failed in this segment: plain appends only */
     uint64_t created_ms;

@@ -66,6 +66,7 @@ typedef struct {
     uint64_t retention_max_age_s;   /* 0 = keep everything (default) */
     size_t queue_max_bytes; /* writer queue bound; full -> 503 + Retry-After; default 64 MiB */
     int flush_interval_ms;  /* durability none: flush period; default 100 */
+    uint64_t log_cache_bytes; /* newest log data left in the page cache; 0 = kernel's; 16 MiB */
 
     /* HTTP limits, each with the status it produces. */
     size_t max_connections;   /* per worker; beyond it: 503 and close; default 10000 */

@@ -62,6 +62,8 @@ typedef struct {
     size_t inline_max_bytes;    /* write mode: the loop thread writes an iteration's appends up
                                    to this size itself while the writer is idle (0 = never) */
     uint64_t inline_slow_ns;    /* an inline write slower than this turns them off a while */
+    uint64_t cache_keep_bytes;  /* the newest data of the segment left in the page cache; older
+                                   pages are dropped once written back (0 = the kernel decides) */
 } log_config_t;
 
 /** Writer counters for /metrics and tests (a snapshot). */

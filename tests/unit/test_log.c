@@ -18,6 +18,7 @@
 #include <limits.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -974,6 +975,86 @@ TEST(log_fsync_mode_keeps_zeroed_space_ahead_of_the_data_within_the_segment_limi
         uv_loop_close(&loop);
         CHECK_EQ_INT(unlink(path), 0);
     }
+}
+
+/* Bytes of a file in the page cache (mincore over a mapping of it). */
+static uint64_t resident_bytes(const char *path)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    int fd = open(path, O_RDONLY);
+    CHECK(fd >= 0);
+    struct stat sb;
+    CHECK_EQ_INT(fstat(fd, &sb), 0);
+    size_t pages = ((size_t)sb.st_size + (size_t)page - 1) / (size_t)page, n = 0;
+    void *map = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_SHARED, fd, 0);
+    CHECK(map != MAP_FAILED);
+    unsigned char *vec = malloc(pages);
+    CHECK(vec != NULL);
+    CHECK_EQ_INT(mincore(map, (size_t)sb.st_size, vec), 0);
+    for (size_t i = 0; i < pages; i++)
+        n += vec[i] & 1;
+    free(vec);
+    munmap(map, (size_t)sb.st_size);
+    close(fd);
+    return (uint64_t)n * (uint64_t)page;
+}
+
+/*
+ * 16 MiB of records in 1 MiB appends, the loop idle a little between them (the disk catches up),
+ * with cache_keep_bytes `keep`: returns how much of the live segment is in the page cache.
+ */
+static uint64_t cached_after_16mib(config_durability_t mode, uint64_t keep)
+{
+    enum { REC = 4000, PER = 256, ROUNDS = 16 };
+    static char payload[REC];
+    static log_record_t recs[PER];
+    static waiter_t w[ROUNDS];
+    char sub[PATH_MAX], path[PATH_MAX];
+    uv_loop_t loop;
+    log_t *log;
+
+    snprintf(sub, sizeof(sub), "%s/cache-%d-%d", test_tmpdir(), (int)mode, (int)(keep >> 10));
+    uv_loop_init(&loop);
+    log_config_t c = test_config();
+    c.data_dir = sub;
+    c.durability = mode;
+    c.writebehind_bytes = 256u << 10;
+    c.cache_keep_bytes = keep;
+    CHECK_EQ_INT(log_open(&log, &loop, &c), 0);
+    memset(payload, 'x', sizeof(payload));
+    for (int i = 0; i < PER; i++)
+        recs[i] = (log_record_t){payload, REC, 1700000000000ull, SEGMENT_EP_TRACK};
+    done_count = done_order = 0;
+    for (int r = 0; r < ROUNDS; r++) {
+        memset(&w[r], 0, sizeof(w[r]));
+        w[r].req.data = &w[r];
+        CHECK_EQ_INT(log_append(log, &w[r].req, recs, PER, on_done), 0);
+        run_until(&loop, &done_count, r + 1, 5000);
+        CHECK_EQ_INT(w[r].status, 0);
+        sleep_loop(&loop, 30);
+    }
+    snprintf(path, sizeof(path), "%.4000s/w001/00000000000000000001.seg", sub);
+    uint64_t cached = resident_bytes(path);
+    close_log(&loop, log);
+    /* A clean stop leaves none of the segment cached, when drop-behind is on. */
+    if (keep)
+        CHECK(resident_bytes(path) < (256u << 10));
+    uv_loop_close(&loop);
+    return cached;
+}
+
+/*
+ * With cache_keep_bytes, the writer drops what is on disk from the page cache but the newest
+ * `keep` bytes and what it wrote since, in every mode; without, the kernel keeps it all.
+ */
+TEST(log_drops_written_data_from_the_page_cache_but_the_newest)
+{
+    for (int mode = 0; mode < 3; mode++) {
+        /* Also the last write-behind step, and in none mode a whole flush's batch. */
+        CHECK(cached_after_16mib((config_durability_t)mode, 1u << 20) <= (6u << 20));
+    }
+    /* The control: left to the kernel (plenty of free memory here), nearly all of it stays. */
+    CHECK(cached_after_16mib(CONFIG_DURABILITY_WRITE, 0) >= (12u << 20));
 }
 
 TEST(log_write_and_none_modes_do_not_preallocate)
