@@ -64,8 +64,8 @@ typedef struct {
     uint64_t segment_max_age_s;     /* roll age; default 3600 */
     uint64_t retention_max_bytes;   /* 0 = keep everything (default) */
     uint64_t retention_max_age_s;   /* 0 = keep everything (default) */
-    size_t queue_max_bytes; /* writer queue bound; full -> 503 + Retry-After; default 64 MiB */
-    int flush_interval_ms;  /* durability none: flush period; default 100 */
+    size_t queue_max_bytes;   /* writer queue bound; full -> 503 + Retry-After; default 64 MiB */
+    int flush_interval_ms;    /* durability none: flush period; default 100 */
     uint64_t log_cache_bytes; /* newest log data left in the page cache; 0 = kernel's; 16 MiB */
 
     /* HTTP limits, each with the status it produces. */
