@@ -65,7 +65,10 @@ static const uint8_t hex_val[256] = {
 
 /* Values below 64, or XX, SK, PD: the byte-at-a-time decoder's table. */
 #define B64_VAL(c)                                                                                 \
-    ((c) == '\r' || (c) == '\n' ? SK : (c) == '=' ? PD : B64_SEXTET(c) < 0 ? XX : B64_SEXTET(c))
+    ((uint8_t)((c) == '\r' || (c) == '\n' ? SK                                                     \
+               : (c) == '='               ? PD                                                     \
+               : B64_SEXTET(c) < 0        ? XX                                                     \
+                                          : B64_SEXTET(c)))
 static const uint8_t b64_val[256] = TABLE256(B64_VAL);
 
 /*

@@ -319,12 +319,31 @@ int track_head(track_t *t, http_request_t *req, const struct sockaddr *peer, tra
 
 /* ---- decoding ------------------------------------------------------------------------- */
 
-/* A parameter from the query, else from the form body. */
-static inline const decode_pair_t *track_param(const decode_pair_t *q, size_t nq,
-                                               const decode_pair_t *b, size_t nb, const char *name)
+/* The parameters the API reads from a query string or a form body: the first of each name. */
+typedef struct {
+    const decode_pair_t *data, *verbose, *strict, *ip, *img, *callback, *redirect;
+} track_params_t;
+
+/* One pass over the pairs (rather than one lookup per name: this runs for every request). */
+static void track_params(const decode_pair_t *p, size_t n, track_params_t *out)
 {
-    const decode_pair_t *p = decode_form_get(q, nq, name);
-    return p ? p : decode_form_get(b, nb, name);
+#define TRACK_PARAM(name, field)                                                                   \
+    if (p[i].key_len == sizeof(name) - 1 && memcmp(p[i].key, name, sizeof(name) - 1) == 0) {     \
+        if (out->field == NULL)                                                                    \
+            out->field = &p[i];                                                                    \
+        continue;                                                                                  \
+    }
+    memset(out, 0, sizeof(*out));
+    for (size_t i = 0; i < n; i++) {
+        TRACK_PARAM("data", data)
+        TRACK_PARAM("verbose", verbose)
+        TRACK_PARAM("strict", strict)
+        TRACK_PARAM("ip", ip)
+        TRACK_PARAM("img", img)
+        TRACK_PARAM("callback", callback)
+        TRACK_PARAM("redirect", redirect)
+    }
+#undef TRACK_PARAM
 }
 
 static int track_flag_on(const decode_pair_t *p)
@@ -574,6 +593,7 @@ int track_prepare(track_t *t, http_request_t *req, const struct sockaddr *peer, 
     const config_t *cfg = t->cfg;
     decode_pair_t qp[TRACK_MAX_PAIRS], bp[TRACK_MAX_PAIRS];
     size_t nq = 0, nb = 0;
+    track_params_t q, b; /* from the query and the body: the query's win, but for data */
     const decode_pair_t *data, *cb, *rd;
     const char *json = NULL, *body = req->body;
     size_t json_len = 0, body_len = req->body_len, gz_charged = 0;
@@ -597,7 +617,8 @@ int track_prepare(track_t *t, http_request_t *req, const struct sockaddr *peer, 
             return 1;
         }
     }
-    w->verbose = track_flag_on(decode_form_get(qp, nq, "verbose"));
+    track_params(qp, nq, &q);
+    w->verbose = track_flag_on(q.verbose);
 
     if (body_len > 0) {
         const http_str_t *ce = &req->headers[HTTP_H_CONTENT_ENCODING];
@@ -659,13 +680,15 @@ int track_prepare(track_t *t, http_request_t *req, const struct sockaddr *peer, 
         }
     }
 
-    w->verbose = track_flag_on(track_param(qp, nq, bp, nb, "verbose"));
-    w->strict = track_flag_on(track_param(qp, nq, bp, nb, "strict"));
-    w->want_ip = track_flag_on(track_param(qp, nq, bp, nb, "ip"));
-    w->img = track_flag_on(track_param(qp, nq, bp, nb, "img"));
+    track_params(bp, nb, &b);
+#define EITHER(field) (q.field ? q.field : b.field)
+    w->verbose = track_flag_on(EITHER(verbose));
+    w->strict = track_flag_on(EITHER(strict));
+    w->want_ip = track_flag_on(EITHER(ip));
+    w->img = track_flag_on(EITHER(img));
     if (w->route == TRACK_RT_IMPORT && json == NULL)
         w->legacy = !w->strict; /* data= from the query or a form: the /track shapes */
-    cb = track_param(qp, nq, bp, nb, "callback");
+    cb = EITHER(callback);
     if (cb && cb->val_len > 0) {
         if (!track_valid_callback(cb->val, cb->val_len)) {
             track__error(t, a, req, w->route, w->legacy, 400, "invalid callback name", w->verbose,
@@ -677,7 +700,8 @@ int track_prepare(track_t *t, http_request_t *req, const struct sockaddr *peer, 
         w->cb_buf[cb->val_len] = '\0';
         w->callback = w->cb_buf;
     }
-    rd = track_param(qp, nq, bp, nb, "redirect");
+    rd = EITHER(redirect);
+#undef EITHER
     if (rd && track_redirect_ok(cfg, rd->val, rd->val_len)) {
         w->redirect = strndup(rd->val, rd->val_len);
         if (w->redirect == NULL) {
@@ -689,9 +713,7 @@ int track_prepare(track_t *t, http_request_t *req, const struct sockaddr *peer, 
 
     if (json == NULL) {
         /* The form body's data wins over the query's (a POST may carry both). */
-        data = decode_form_get(bp, nb, "data");
-        if (data == NULL)
-            data = decode_form_get(qp, nq, "data");
+        data = b.data ? b.data : q.data;
         if (data == NULL || data->val_len == 0) {
             track__error(t, a, req, w->route, w->legacy, 400, "data, missing or empty", w->verbose,
                          w->callback);
