@@ -328,7 +328,7 @@ typedef struct {
 static void track_params(const decode_pair_t *p, size_t n, track_params_t *out)
 {
 #define TRACK_PARAM(name, field)                                                                   \
-    if (p[i].key_len == sizeof(name) - 1 && memcmp(p[i].key, name, sizeof(name) - 1) == 0) {     \
+    if (p[i].key_len == sizeof(name) - 1 && memcmp(p[i].key, name, sizeof(name) - 1) == 0) {       \
         if (out->field == NULL)                                                                    \
             out->field = &p[i];                                                                    \
         continue;                                                                                  \
