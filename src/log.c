@@ -911,8 +911,7 @@ static int write_inline(log_t *log, log_buf_t *b)
     log_writer_t *w = &log->w;
     uint64_t max = log->cfg.segment_max_bytes, every = log->cfg.writebehind_bytes;
 
-    if (b->len > log->cfg.inline_max_bytes || log->inline_busy ||
-        uv_now(log->loop) < log->inline_off_until)
+    if (b->len > log->cfg.inline_max_bytes || uv_now(log->loop) < log->inline_off_until)
         return -1;
     pthread_mutex_lock(&log->mu);
     int own = log->writer_idle && log->pending == NULL && !log->closing;
@@ -953,15 +952,13 @@ static int write_inline(log_t *log, log_buf_t *b)
         return -1;
     if (dt > log->cfg.inline_slow_ns)
         inline_backoff(log, dt);
-    log->inline_busy = 1; /* a callback that appends 256 KiB hands over without recursing */
     finish_all(log, done);
     buf_finish(log, b);
-    log->inline_busy = 0;
     return 0;
 }
 
 /* Give the open buffer to the writer, waking it if it sleeps and has a reason to start. */
-static void hand_over(log_t *log)
+static void hand_over(log_t *log, int may_write)
 {
     log_buf_t *b = log->open;
     int none = log->cfg.durability == CONFIG_DURABILITY_NONE;
@@ -969,9 +966,13 @@ static void hand_over(log_t *log)
     if (b == NULL || b->len == 0)
         return;
     log->open = NULL;
-    /* Written inline, its callbacks may have appended again: those go on in the same way. */
-    while (log->cfg.durability == CONFIG_DURABILITY_WRITE && log->cfg.inline_max_bytes &&
-           write_inline(log, b) == 0) {
+    /*
+     * Only from on_prepare may the loop write the buffer itself: that runs callbacks, which
+     * resume handlers, and log_append's caller (a handler) must never see that happen inside it.
+     * Written inline, its callbacks may have appended again: those go on in the same way.
+     */
+    while (may_write && log->cfg.durability == CONFIG_DURABILITY_WRITE &&
+           log->cfg.inline_max_bytes && write_inline(log, b) == 0) {
         b = log->open;
         if (b == NULL || b->len == 0)
             return;
@@ -1005,7 +1006,7 @@ static void on_prepare(uv_prepare_t *h)
     log_t *log = h->data;
 
     ack_queued(log);
-    hand_over(log);
+    hand_over(log, 1);
 }
 
 static void log_free(log_t *log)
@@ -1147,7 +1148,7 @@ int log_append(log_t *log, log_append_t *req, const log_record_t *recs, size_t n
      * import, a caller appending in a loop) hands over as it goes, so the writer works meanwhile.
      */
     if (b->len >= LOG_BUF_HANDOVER)
-        hand_over(log);
+        hand_over(log, 0);
     return 0;
 }
 
@@ -1175,7 +1176,7 @@ void log_close(log_t *log, void (*close_cb)(void *arg), void *arg)
     log->closing_loop = 1;
     log->close_cb = close_cb;
     log->close_arg = arg;
-    hand_over(log);
+    hand_over(log, 0);
     pthread_mutex_lock(&log->mu);
     log->closing = 1;
     pthread_cond_signal(&log->cond);

@@ -79,7 +79,6 @@ struct log_s {
     log_append_t *ack_head, **ack_tail; /* durability none: acknowledged before the loop blocks */
     uint64_t inline_off_until;          /* write mode: no inline writes before this (uv_now), */
     uint64_t inline_slow_at, inline_backoff_ms; /* set by the last slow one, at this time */
-    int inline_busy;
     int closing_loop, close_started, handles_open;
     void (*close_cb)(void *arg);
     void *close_arg;

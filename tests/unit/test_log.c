@@ -731,6 +731,45 @@ TEST(log_write_mode_loop_writes_small_batches_itself_in_append_order)
     uv_loop_close(&loop);
 }
 
+/*
+ * log_append never runs a callback, whatever the inline limit: a 256 KiB append that hands the
+ * open buffer over at once leaves its writing to the writer thread (a callback run inside
+ * log_append would resume a handler inside another one).
+ */
+TEST(log_append_never_runs_callbacks_even_when_it_hands_over_at_once)
+{
+    enum { BIG = 6000 };
+    uv_loop_t loop;
+    log_t *log;
+    static waiter_t w[3];
+    static char p[BIG][64];
+    static log_record_t recs[BIG];
+    uv_loop_init(&loop);
+    log_config_t c = test_config();
+    c.inline_max_bytes = 4u << 20; /* larger than any buffer here */
+    open_write_log_idle(&loop, &log, &c);
+    CHECK_EQ_INT(append_one(log, &w[0], 0, SEGMENT_EP_TRACK), 0);
+    for (int k = 0; k < BIG; k++) {
+        make_payload(p[k], sizeof(p[k]), 1 + k);
+        recs[k] = (log_record_t){p[k], strlen(p[k]), 1700000000000ull + 1 + (uint64_t)k,
+                                 SEGMENT_EP_TRACK};
+    }
+    memset(&w[1], 0, sizeof(w[1]));
+    w[1].req.data = &w[1];
+    CHECK_EQ_INT(log_append(log, &w[1].req, recs, BIG, on_done), 0);
+    CHECK_EQ_INT(done_count, 0);
+    CHECK_EQ_INT(append_one(log, &w[2], 1 + BIG, SEGMENT_EP_TRACK), 0);
+    CHECK_EQ_INT(done_count, 0);
+    run_until(&loop, &done_count, 3, 5000);
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ_INT(w[i].status, 0);
+        CHECK_EQ_INT(w[i].order, i);
+    }
+    close_log(&loop, log);
+    CHECK_EQ_INT(scan_slot(1, NULL), BIG + 2);
+    uv_loop_close(&loop);
+}
+
 TEST(log_two_logs_on_one_data_dir_take_different_slots)
 {
     uv_loop_t loop;
