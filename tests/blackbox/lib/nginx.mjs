@@ -103,9 +103,9 @@ export class Nginx {
         }
     }
 
-    /** Stop: SIGQUIT (let requests finish), SIGKILL after a few seconds. */
-    async stop() {
-        if (!this.exited) this.proc.kill('SIGQUIT');
+    /** Stop: SIGQUIT (let requests finish; SIGTERM: don't), SIGKILL after a few seconds. */
+    async stop(signal = 'SIGQUIT') {
+        if (!this.exited) this.proc.kill(signal);
         const t = setTimeout(() => this.proc.kill('SIGKILL'), slow(5000));
         await this.done;
         clearTimeout(t);
@@ -115,9 +115,10 @@ export class Nginx {
 /**
  * Generate nginx's config with scripts/gen-nginx.sh for `workers` trackd workers whose first
  * port is `upstreamPort`, start nginx on 127.0.0.1:`port` (default: a free one) and wait until
- * it answers. `edit(text)` may return a changed config (it must change something).
+ * it answers. `edit(text)` may return a changed config (it must change something); `setup(prefix)`
+ * may add files to nginx's prefix directory before it starts.
  */
-export async function startNginx({ upstreamPort, workers, port, edit } = {}) {
+export async function startNginx({ upstreamPort, workers, port, edit, setup } = {}) {
     const prefix = tempDir('trackd-nginx-');
     fs.chmodSync(prefix, 0o755); // nginx's workers run as nobody when started by root
     port = port || (await freePorts(1));
@@ -138,6 +139,7 @@ export async function startNginx({ upstreamPort, workers, port, edit } = {}) {
         changed = edited;
     }
     fs.writeFileSync(conf, changed);
+    if (setup) setup(prefix);
     const proc = spawn(NGINX, ['-p', prefix, '-c', conf, '-e', 'stderr', '-g', 'daemon off;'], {
         stdio: ['ignore', 'ignore', 'pipe'],
     });

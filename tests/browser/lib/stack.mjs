@@ -9,7 +9,6 @@
 // and the access log unbuffered, since tests read it while nginx runs. The project's /feed.json
 // location reads <prefix>/demo/feed.json: that directory is linked to the stack's run directory.
 
-import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -17,6 +16,7 @@ import path from 'node:path';
 
 import { chromium } from 'playwright-core';
 
+import { startNginx as startNginxFor } from '../../blackbox/lib/nginx.mjs';
 import { REPO_ROOT, freePort, sleep, slow, startTrackd, tempDir } from '../../blackbox/lib/trackd.mjs';
 
 export { REPO_ROOT, slow, sleep, tempDir };
@@ -24,7 +24,6 @@ export { REPO_ROOT, slow, sleep, tempDir };
 export const WEB_DIR = path.join(REPO_ROOT, 'web');
 export const MIXPANEL_DIST = path.join(REPO_ROOT, 'tests', 'node_modules', 'mixpanel-browser', 'dist');
 export const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
-export const NGINX = process.env.NGINX_BIN || '/usr/sbin/nginx';
 
 /** The library's version and URL path, read from web/trackd.js like web/build.mjs does. */
 export function libInfo() {
@@ -78,81 +77,18 @@ function testLocations({ pagesDir, runDir }) {
 `;
 }
 
-/** A running nginx (see startNginx). */
-class Nginx {
-    constructor(proc, dir, port) {
-        this.proc = proc;
-        this.dir = dir;
-        this.port = port;
-        this.stderr = '';
-        this.exited = null;
-        proc.stderr.setEncoding('utf8');
-        proc.stderr.on('data', (d) => (this.stderr += d));
-        this.done = new Promise((resolve) => proc.on('exit', (code, signal) => resolve((this.exited = { code, signal }))));
-    }
-
-    /** The access log's lines so far. */
-    accessLog() {
-        try {
-            return fs.readFileSync(path.join(this.dir, 'logs', 'access.log'), 'utf8').split('\n').filter(Boolean);
-        } catch {
-            return [];
-        }
-    }
-
-    errorLog() {
-        try {
-            return fs.readFileSync(path.join(this.dir, 'logs', 'error.log'), 'utf8');
-        } catch {
-            return '';
-        }
-    }
-
-    async stop() {
-        if (!this.exited) this.proc.kill('SIGTERM'); // fast shutdown: nothing to drain in a test
-        const t = setTimeout(() => this.proc.kill('SIGKILL'), 5000);
-        await this.done;
-        clearTimeout(t);
-    }
-}
-
-/** Generate nginx's config with scripts/gen-nginx.sh, start nginx (a child of the test), wait until it answers. */
+/**
+ * nginx configured by scripts/gen-nginx.sh for one trackd worker (tests/blackbox/lib/nginx.mjs
+ * starts it), with the test-only additions described at the top of this file.
+ */
 export async function startNginx({ upstreamPort, pagesDir, runDir }) {
-    const dir = tempDir('trackd-nginx-');
-    fs.chmodSync(dir, 0o755); // nginx's workers run as nobody when started by root
-    const port = await stablePort();
-    const gen = spawnSync(
-        path.join(REPO_ROOT, 'scripts', 'gen-nginx.sh'),
-        ['--listen', `127.0.0.1:${port}`, '--upstream', `127.0.0.1:${upstreamPort}`, '--workers', '1', '--web', WEB_DIR, dir],
-        { encoding: 'utf8' },
-    );
-    if (gen.status !== 0) throw new Error(`scripts/gen-nginx.sh failed (${gen.status}): ${gen.stderr}`);
-    const conf = path.join(dir, 'nginx.conf');
-    fs.symlinkSync(runDir, path.join(dir, 'demo'));
-    const text = fs.readFileSync(conf, 'utf8');
-    const unbuffered = text.replace(/(\n\s*access_log \S+ \S+) buffer=\S+ flush=\S+;/, '$1;');
-    const extended = unbuffered.replace(/(\n\s*server_name [^;]*;\n)/, `$1${testLocations({ pagesDir, runDir })}`);
-    if (unbuffered === text || extended === unbuffered) {
-        throw new Error(`${conf}: the generated config no longer has the access_log or server_name line this file edits`);
-    }
-    fs.writeFileSync(conf, extended);
-    const proc = spawn(NGINX, ['-p', dir, '-c', conf, '-e', 'stderr', '-g', 'daemon off;'], {
-        stdio: ['ignore', 'ignore', 'pipe'],
+    return startNginxFor({
+        upstreamPort,
+        workers: 1,
+        port: await stablePort(),
+        edit: (text) => text.replace(/(\n\s*server_name [^;]*;\n)/, `$1${testLocations({ pagesDir, runDir })}`),
+        setup: (prefix) => fs.symlinkSync(runDir, path.join(prefix, 'demo')),
     });
-    const n = new Nginx(proc, dir, port);
-    const deadline = Date.now() + slow(10000);
-    while (Date.now() < deadline) {
-        if (n.exited) throw new Error(`nginx exited ${JSON.stringify(n.exited)}: ${n.stderr}\n${n.errorLog()}`);
-        try {
-            const r = await fetch(`http://127.0.0.1:${port}${libInfo().path}`, { method: 'HEAD' });
-            if (r.status) return n;
-        } catch {
-            /* not listening yet */
-        }
-        await sleep(50);
-    }
-    await n.stop();
-    throw new Error(`nginx did not answer within 10 s: ${n.errorLog()}`);
 }
 
 /**
@@ -200,12 +136,12 @@ export async function startStack({ trackdArgs = [], dataDir } = {}) {
             trackd = await startTrackd({ dataDir: stack.dataDir, port: trackd.port, args });
         },
         async stop() {
-            await nginx.stop();
+            await nginx.stop('SIGTERM'); // fast shutdown: nothing to drain in a test
             if (trackd.exited) return;
             await trackd.stop();
         },
         async kill() {
-            await nginx.stop();
+            await nginx.stop('SIGTERM');
             await trackd.kill();
         },
     };
