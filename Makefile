@@ -127,7 +127,7 @@ bench: all $(BENCH_BIN)
 
 FUZZ_TIME ?= 60
 # Per target inside `make test` (seven targets, two at a time: keeps the suite under 15 minutes).
-TEST_FUZZ_TIME ?= 40
+TEST_FUZZ_TIME ?= 30
 FUZZ_JOBS ?= $(shell nproc 2>/dev/null || echo 1)
 fuzz:
 	FUZZ_JOBS=$(FUZZ_JOBS) scripts/fuzz.sh $(FUZZ_TIME)
