@@ -179,9 +179,10 @@ int decode_form(char *buf, size_t len, decode_pair_t *pairs, size_t max, size_t 
     return 0;
 }
 
-const decode_pair_t *decode_form_getn(const decode_pair_t *pairs, size_t n, const char *key,
-                                      size_t klen)
+const decode_pair_t *decode_form_get(const decode_pair_t *pairs, size_t n, const char *key)
 {
+    size_t klen = strlen(key);
+
     for (size_t i = 0; i < n; i++)
         if (pairs[i].key_len == klen && memcmp(pairs[i].key, key, klen) == 0)
             return &pairs[i];

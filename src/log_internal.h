@@ -59,7 +59,8 @@ typedef struct {
     uint64_t zero_end;          /* fsync mode: the file is zeros from `size` up to here */
     int prealloc_off;           /* zero-filling failed in this segment: plain appends only */
     uint64_t created_ms;
-    log_seg_t *segs; /* every segment of the slot, oldest first */
+    log_seg_t *segs;     /* every segment of the slot, oldest first */
+    uint64_t segs_bytes; /* the sum of their sizes */
     size_t nsegs, segs_cap;
     int fail_kind, fail_err, attempts, need_truncate, broken_verified;
     uint64_t broken_seq, broken_end;          /* the segment abandoned after an fsync failure */

@@ -90,6 +90,7 @@ int log__segs_add(log_writer_t *w, uint64_t seq, uint64_t size, uint64_t created
         w->segs_cap = cap;
     }
     w->segs[w->nsegs++] = (log_seg_t){seq, size, created_ms};
+    w->segs_bytes += size;
     return 0;
 }
 
@@ -97,6 +98,7 @@ static void segs_set_size(log_writer_t *w, uint64_t seq, uint64_t size)
 {
     for (size_t i = w->nsegs; i-- > 0;)
         if (w->segs[i].seq == seq) {
+            w->segs_bytes += size - w->segs[i].size;
             w->segs[i].size = size;
             return;
         }
@@ -550,14 +552,6 @@ static void writer_recover(log_t *log)
     }
 }
 
-static uint64_t slot_bytes(const log_writer_t *w)
-{
-    uint64_t total = 0;
-    for (size_t i = 0; i < w->nsegs; i++)
-        total += w->segs[i].size;
-    return total;
-}
-
 /* 1 if the oldest segment is closed, so that retention may delete it. */
 static int oldest_is_closed(const log_writer_t *w)
 {
@@ -568,7 +562,7 @@ static int oldest_is_closed(const log_writer_t *w)
 static int retention_over_size(const log_t *log, uint64_t extra)
 {
     uint64_t max = log->cfg.retention_max_bytes;
-    return max && oldest_is_closed(&log->w) && slot_bytes(&log->w) + extra > max;
+    return max && oldest_is_closed(&log->w) && log->w.segs_bytes + extra > max;
 }
 
 /*
@@ -579,12 +573,13 @@ static int retention_over_size(const log_t *log, uint64_t extra)
 static void writer_retention(log_t *log)
 {
     log_writer_t *w = &log->w;
-    uint64_t total = slot_bytes(w), now = log__real_ms();
+    uint64_t now = log__real_ms();
     size_t removed = 0;
     if (!log->cfg.retention_max_bytes && !log->cfg.retention_max_age_ms)
         return;
     while (oldest_is_closed(w)) {
-        int over_size = log->cfg.retention_max_bytes && total > log->cfg.retention_max_bytes;
+        int over_size =
+            log->cfg.retention_max_bytes && w->segs_bytes > log->cfg.retention_max_bytes;
         int over_age = log->cfg.retention_max_age_ms &&
                        now > w->segs[1].created_ms + log->cfg.retention_max_age_ms;
         if (!over_size && !over_age)
@@ -597,7 +592,7 @@ static void writer_retention(log_t *log)
         }
         msg_info("log: retention removed %s/%s (%" PRIu64 " bytes, %s limit)", log->dir, name,
                  w->segs[0].size, over_size ? "size" : "age");
-        total -= w->segs[0].size;
+        w->segs_bytes -= w->segs[0].size;
         memmove(w->segs, w->segs + 1, (w->nsegs - 1) * sizeof(*w->segs));
         w->nsegs--;
         removed++;
@@ -611,7 +606,7 @@ static void publish_stats_locked(log_t *log)
 {
     log_writer_t *w = &log->w;
     w->st.segments = w->nsegs;
-    w->st.segment_bytes = slot_bytes(w);
+    w->st.segment_bytes = w->segs_bytes;
     log->st = w->st;
     log->st.writable = w->fail_kind == FAIL_NONE;
     atomic_store(&log->fail_err, w->fail_err);

@@ -7,7 +7,6 @@
 #define TRACKD_DECODE_H
 
 #include <stddef.h>
-#include <string.h>
 #include <sys/types.h>
 
 /** One key=value pair of a query string or form body; both point into the decoded buffer. */
@@ -25,12 +24,8 @@ typedef struct {
  */
 int decode_form(char *buf, size_t len, decode_pair_t *pairs, size_t max, size_t *npairs);
 
-/** The value of the first pair named `key` (of `klen` bytes), or NULL. */
-const decode_pair_t *decode_form_getn(const decode_pair_t *pairs, size_t n, const char *key,
-                                      size_t klen);
-
-/* With a literal key (the usual case) its length is a constant: no strlen per lookup. */
-#define decode_form_get(pairs, n, key) decode_form_getn((pairs), (n), (key), strlen(key))
+/** The value of the first pair named `key`, or NULL. */
+const decode_pair_t *decode_form_get(const decode_pair_t *pairs, size_t n, const char *key);
 
 /** Percent-decode `s[0..len)` in place ('+' to ' ' if plus_space). Returns the new length or
  * -EINVAL. */
